@@ -74,7 +74,7 @@ def _fit_logistic(design: jax.Array, labels: jax.Array, class_mask: jax.Array,
     def keep_going(carry):
         _, state = carry
         count = otu.tree_get(state, "count")
-        grad_norm = otu.tree_l2_norm(otu.tree_get(state, "grad"))
+        grad_norm = otu.tree_norm(otu.tree_get(state, "grad"))
         return (count == 0) | ((count < max_iterations) & (grad_norm >= tolerance))
 
     params, _ = jax.lax.while_loop(keep_going, step, (params, solver.init(params)))
