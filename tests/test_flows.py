@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from echo_jax.flows import (
     LOG_SCALE_MAX,
@@ -97,10 +99,10 @@ def test_made_jacobian_is_strictly_lower_triangular(dim, hidden, num_params):
     made = MADE(hidden_sizes=hidden, num_params=num_params, activation=jnp.tanh)
     x = normal(3, (dim,))
     params = perturb(made.init(jax.random.key(4), x), 5, 0.3)
-    apply = jax.jit(made.apply)
-    out = apply(params, x)
+    out, other, jacobian = jax.jit(lambda p, v: (
+        made.apply(p, v), made.apply(p, v + 10.0), jax.jacfwd(made.apply, argnums=1)(p, v)))(params, x)
     assert out.shape == (dim, num_params)
-    jacobian = np.asarray(jax.jit(jax.jacfwd(apply, argnums=1))(params, x))  # (dim, P, dim)
+    jacobian = np.asarray(jacobian)  # (dim, P, dim)
     rows, cols = np.indices((dim, dim))
     for p in range(num_params):
         block = jacobian[:, p, :]
@@ -108,7 +110,6 @@ def test_made_jacobian_is_strictly_lower_triangular(dim, hidden, num_params):
         # With tanh and perturbed weights every allowed connection is live.
         assert np.all(np.abs(block[cols < rows]) > 1e-6), f"lower triangle has dead entries:\n{block}"
     # Output 0 is a learned constant.
-    other = apply(params, x + 10.0)
     np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(other[0]))
 
 
@@ -166,6 +167,13 @@ def test_bijector_directions_and_log_dets_with_a_hand_written_conditioner(inputs
     rows, cols = np.indices((DIM, DIM))
     assert np.all(jacobians[:, cols > rows] == 0.0)
 
+    # As a distrax bijector: a MAF density is a standard normal pushed through the inverse.
+    density = distrax.Transformed(distrax.MultivariateNormalDiag(jnp.zeros(DIM)),
+                                  distrax.Inverse(bijector))
+    np.testing.assert_allclose(jax.jit(density.log_prob)(inputs),
+                               stats.norm.logpdf(np.asarray(y, np.float64)).sum(-1) + reference_forward,
+                               rtol=1e-5)
+
 
 def test_bijector_rejects_a_conditioner_of_the_wrong_shape():
     bijector = MaskedAutoregressive(lambda x: jnp.stack([x, x, x], axis=-1))
@@ -176,11 +184,11 @@ def test_bijector_rejects_a_conditioner_of_the_wrong_shape():
 def test_bijector_log_scale_is_clipped_in_value_but_not_in_gradient():
     bijector = MaskedAutoregressive(lambda x: jnp.stack([jnp.zeros_like(x), x], axis=-1))
     x = jnp.array([-20.0, 0.5, 20.0])
-    y, log_det = bijector.forward_and_log_det(x)
+    y, log_det = jax.jit(bijector.forward_and_log_det)(x)
     expected_log_scale = np.clip([-20.0, 0.5, 20.0], LOG_SCALE_MIN, LOG_SCALE_MAX)
     np.testing.assert_allclose(y, np.asarray(x) * np.exp(-expected_log_scale), rtol=1e-6)
     np.testing.assert_allclose(log_det, -expected_log_scale.sum(), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(lambda v: bijector.forward_log_det_jacobian(v))(x), -1.0)
+    np.testing.assert_allclose(jax.jit(jax.grad(bijector.forward_log_det_jacobian))(x), -1.0)
 
 
 def test_flow_inverse_inverts_the_parallel_direction(flow_setup, inputs):
