@@ -1,0 +1,336 @@
+"""`load(name, split)`: every dataset of the paper as numpy arrays, from one entry point.
+
+Images are (N, H, W, 1): float32 in [0, 1], or uint8 in {0, 1} for dSprites (737,280 images would
+take 12 GB as float32). With ``binarize="dynamic"`` the images hold grey values and every batch served
+by `echo_jax.data.batches` is a fresh Bernoulli draw from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import os
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from echo_jax.data import dsprites, readers
+from echo_jax.data.fetch import check_sha256, fetch, read_verified, resolve_data_dir
+from echo_jax.data.registry import (
+    BINARIZED_MNIST_NPZ,
+    DSPRITES_FILES,
+    MNIST_SAMPLE_FILE,
+    MNIST_SAMPLE_SHA256,
+    OMNIGLOT_NPZ,
+    REGISTRY,
+)
+
+BINARIZATIONS: Final = ("none", "static", "dynamic", "threshold")
+# Images of the embedded sample: the first 9,000 MNIST training digits train, the next 1,000 test.
+MNIST_SAMPLE_TRAIN_SIZE: Final = 9_000
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayDataset:
+    """One split of a dataset, in memory.
+
+    Attributes:
+      name: the dataset name given to `load`.
+      split: the split name.
+      images: (N, H, W, 1) float32 in [0, 1], or uint8 in {0, 1} (dSprites).
+      labels: (N,) int64 class labels, or None where the dataset has none.
+      binarize: "none" (served as stored), "static" (a fixed binarization, stored), "threshold"
+        (stored as x >= 0.5), or "dynamic" (grey values stored, a Bernoulli draw per served batch).
+      factor_classes: (N, 5) int64 dSprites factor indices, else None.
+      factor_values: (N, 5) float64 dSprites factor values, else None.
+    """
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray | None
+    binarize: str
+    factor_classes: np.ndarray | None = None
+    factor_values: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, 1)."""
+        return tuple(self.images.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    loader: Callable[..., ArrayDataset]
+    splits: tuple[str, ...]
+    # option name -> (default, allowed values or None for "checked by the loader").
+    options: dict[str, tuple[Any, tuple[Any, ...] | None]]
+
+
+def _grey(name: str, split: str, images_uint8: np.ndarray, labels: np.ndarray | None, binarize: str) -> ArrayDataset:
+    """Scale uint8 greys to [0, 1] and apply a load-time binarization."""
+    images = images_uint8.astype(np.float32) / np.float32(255.0)
+    return _finish(name, split, images, labels, binarize)
+
+
+def _finish(name: str, split: str, images: np.ndarray, labels: np.ndarray | None, binarize: str) -> ArrayDataset:
+    if binarize == "threshold":
+        images = (images >= 0.5).astype(np.float32)
+    images = np.ascontiguousarray(images[..., None])
+    images.flags.writeable = False
+    return ArrayDataset(name, split, images, None if labels is None else labels.astype(np.int64), binarize)
+
+
+_IDX_TRAIN_SIZE: Final = 60_000
+
+
+def _check_validation_size(split: str, validation_size: int) -> None:
+    if not isinstance(validation_size, int) or not 0 <= validation_size < _IDX_TRAIN_SIZE:
+        raise ValueError(f"validation_size must be an integer in [0, {_IDX_TRAIN_SIZE}), got {validation_size!r}.")
+    if split == "valid" and validation_size == 0:
+        raise ValueError("split='valid' needs validation_size > 0 (the last images of the training set are held out).")
+
+
+def _load_idx_dataset(
+    name: str, folder: str, split: str, data_dir: Path, binarize: str, validation_size: int
+) -> ArrayDataset:
+    _check_validation_size(split, validation_size)
+    prefix = "t10k" if split == "test" else "train"
+    images = readers.parse_idx(read_verified(f"{folder}/{prefix}-images-idx3-ubyte.gz", data_dir), f"{name} images")
+    labels = readers.parse_idx(read_verified(f"{folder}/{prefix}-labels-idx1-ubyte.gz", data_dir), f"{name} labels")
+    if split != "test":
+        keep = slice(len(images) - validation_size, None) if split == "valid" else slice(0, len(images) - validation_size)
+        images, labels = images[keep], labels[keep]
+    return _grey(name, split, images, labels, binarize)
+
+
+def _load_mnist(split: str, data_dir: Path, binarize: str, validation_size: int) -> ArrayDataset:
+    return _load_idx_dataset("mnist", "mnist", split, data_dir, binarize, validation_size)
+
+
+def _load_fashion_mnist(split: str, data_dir: Path, binarize: str, validation_size: int) -> ArrayDataset:
+    return _load_idx_dataset("fashion_mnist", "fashion_mnist", split, data_dir, binarize, validation_size)
+
+
+def _load_binary_mnist(split: str, data_dir: Path, binarize: str) -> ArrayDataset:
+    amat_key = f"binarized_mnist/binarized_mnist_{split}.amat"
+    repack = data_dir / BINARIZED_MNIST_NPZ
+    if repack.is_file() and not (data_dir / amat_key).is_file():
+        images = readers.read_binarized_mnist_npz(repack)[split]
+        # The repack is trusted only if it writes back to the canonical .amat bytes.
+        check_sha256(
+            hashlib.sha256(readers.amat_bytes(images)).hexdigest(),
+            REGISTRY[amat_key].sha256,
+            f"The {split!r} split of {repack} (as .amat text)",
+            f"It is not the canonical binarized MNIST: delete it to download {REGISTRY[amat_key].url}.",
+        )
+    else:
+        images = readers.parse_amat(fetch(amat_key, data_dir).read_bytes(), amat_key)
+    return _finish("binary_mnist", split, images.reshape(-1, 28, 28).astype(np.float32), None, binarize)
+
+
+@functools.cache
+def _omniglot_28x28(data_dir: Path) -> np.ndarray:
+    """All 1,623 x 20 Omniglot images as (1623, 20, 28, 28) float32 ink in [0, 1]."""
+    halves = []
+    for half in ("background", "evaluation"):
+        repack = data_dir / OMNIGLOT_NPZ[half]
+        if repack.is_file():
+            background = readers.read_omniglot_npz(repack)
+        else:
+            background, _ = readers.read_omniglot_zip(fetch(f"omniglot/images_{half}.zip", data_dir))
+        halves.append(background)
+    counts = tuple(len(half) for half in halves)
+    if counts != (964, 659):
+        raise readers.DataFormatError(f"Omniglot must have 964 background and 659 evaluation characters, got {counts}.")
+    drawings = np.concatenate(halves)
+    weights = readers.area_downsample_matrix(readers.OMNIGLOT_SIZE, 28).astype(np.float32)
+    small = np.empty((*drawings.shape[:2], 28, 28), np.float32)
+    # In chunks of characters: the 105x105 float copies of all drawings would take 1.4 GB.
+    for start in range(0, len(drawings), 128):
+        ink = 1.0 - drawings[start : start + 128].astype(np.float32)
+        small[start : start + 128] = weights @ ink @ weights.T
+    return np.clip(small, 0.0, 1.0)
+
+
+def _load_omniglot(split: str, data_dir: Path, binarize: str, source: str) -> ArrayDataset:
+    if source == "chardata":
+        train, test = readers.read_chardata(fetch("omniglot/chardata.mat", data_dir))
+        return _finish("omniglot", split, train if split == "train" else test, None, binarize)
+    images = _omniglot_28x28(data_dir)
+    # Drawers 0-14 of every character train, 15-19 test (24,345 / 8,115 images).
+    drawers = slice(0, 15) if split == "train" else slice(15, 20)
+    chosen = images[:, drawers]
+    labels = np.repeat(np.arange(len(images)), chosen.shape[1])
+    return _finish("omniglot", split, chosen.reshape(-1, 28, 28), labels, binarize)
+
+
+@functools.cache
+def _dsprites_all(data_dir: Path, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """All dSprites images and factor classes, read-only, from the upstream file or rendered."""
+    classes = dsprites.all_factor_classes()
+    if source == "download":
+        path = fetch(DSPRITES_FILES[1], data_dir)
+    else:
+        present = [data_dir / name for name in DSPRITES_FILES if (data_dir / name).is_file()]
+        path = present[0] if present and source == "auto" else None
+    if path is None:
+        images = dsprites.render_all()
+    else:
+        images, file_classes = readers.read_dsprites_file(path)
+        if not np.array_equal(file_classes, classes):
+            raise readers.DataFormatError(
+                f"{path} must hold all {dsprites.NUM_IMAGES:,} dSprites images in row-major factor order."
+            )
+    images.flags.writeable = False
+    classes.flags.writeable = False
+    return images, classes
+
+
+def _dsprites_dataset(name: str, split: str, images: np.ndarray, classes: np.ndarray) -> ArrayDataset:
+    values = dsprites.factor_values(classes)
+    return ArrayDataset(name, split, images[..., None], None, "none", classes, values)
+
+
+def _load_dsprites(split: str, data_dir: Path, source: str) -> ArrayDataset:
+    # As in the original, the test split is the training set itself.
+    images, classes = _dsprites_all(data_dir, source)
+    return _dsprites_dataset("dsprites", split, images, classes)
+
+
+def _load_dsprites_correlated(
+    split: str, data_dir: Path, source: str, remove_prob: float, n_blocks: int, seed: int
+) -> ArrayDataset:
+    keep = dsprites.correlated_keep_mask(remove_prob, n_blocks, seed)
+    chosen = keep if split == "train" else ~keep
+    classes = dsprites.all_factor_classes()[chosen]
+    upstream = source == "download" or (source == "auto" and any((data_dir / f).is_file() for f in DSPRITES_FILES))
+    images = _dsprites_all(data_dir, source)[0][chosen] if upstream else dsprites.render(classes)
+    return _dsprites_dataset("dsprites_correlated", split, images, classes)
+
+
+def mnist_sample_path() -> Path:
+    """Path of the embedded MNIST sample (package data)."""
+    return Path(str(resources.files("echo_jax.data").joinpath(MNIST_SAMPLE_FILE)))
+
+
+def _load_mnist_sample(split: str, data_dir: Path, binarize: str) -> ArrayDataset:
+    del data_dir  # The sample ships inside the package.
+    raw = mnist_sample_path().read_bytes()
+    check_sha256(
+        hashlib.sha256(raw).hexdigest(),
+        MNIST_SAMPLE_SHA256,
+        f"The embedded sample {mnist_sample_path()}",
+        "The installed package is damaged: reinstall echo-jax.",
+    )
+    with np.load(mnist_sample_path()) as archive:
+        images, labels = archive["images"], archive["labels"]
+    keep = slice(0, MNIST_SAMPLE_TRAIN_SIZE) if split == "train" else slice(MNIST_SAMPLE_TRAIN_SIZE, None)
+    return _grey("mnist_sample", split, images[keep], labels[keep], binarize)
+
+
+_GREY_BINARIZATIONS: Final = ("dynamic", "threshold", "none")
+_DSPRITES_SOURCES: Final = ("auto", "render", "download")
+_SPECS: Final[dict[str, _Spec]] = {
+    "binary_mnist": _Spec(_load_binary_mnist, ("train", "valid", "test"), {"binarize": ("static", ("static",))}),
+    "mnist": _Spec(
+        _load_mnist,
+        ("train", "valid", "test"),
+        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None)},
+    ),
+    "fashion_mnist": _Spec(
+        _load_fashion_mnist,
+        ("train", "valid", "test"),
+        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None)},
+    ),
+    "omniglot": _Spec(
+        _load_omniglot,
+        ("train", "test"),
+        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "source": ("originals", ("originals", "chardata"))},
+    ),
+    "dsprites": _Spec(_load_dsprites, ("train", "test"), {"source": ("auto", _DSPRITES_SOURCES)}),
+    "dsprites_correlated": _Spec(
+        _load_dsprites_correlated,
+        ("train", "test"),
+        {"source": ("auto", _DSPRITES_SOURCES), "remove_prob": (0.15, None), "n_blocks": (4, None), "seed": (42, None)},
+    ),
+    "mnist_sample": _Spec(_load_mnist_sample, ("train", "test"), {"binarize": ("dynamic", _GREY_BINARIZATIONS)}),
+}
+
+
+def available() -> tuple[str, ...]:
+    """Names accepted by `load`."""
+    return tuple(_SPECS)
+
+
+def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, **options: Any) -> ArrayDataset:
+    """Load one split of a dataset.
+
+    Datasets, splits and options (defaults first):
+
+    - ``binary_mnist``: train/valid/test 50,000/10,000/10,000, the fixed Larochelle binarization;
+      ``binarize="static"``.
+    - ``mnist``, ``fashion_mnist``: train/test 60,000/10,000; ``binarize="dynamic"|"threshold"|"none"``
+      (the original fed Fashion-MNIST grey values: "none"); ``validation_size=0`` (with n > 0, the
+      last n training images become split "valid" and leave "train"; the original's Fashion-MNIST
+      trained on the first 50,000: ``validation_size=10000``).
+    - ``omniglot``: 28x28, ``source="originals"``: built from the original 105x105 drawings (ink = 1,
+      area-downsampled, drawers 1-15 of every character train, 16-20 test: 24,345/8,115, labels =
+      character index) - close to, not pixel-identical with, the IWAE file; ``source="chardata"``:
+      the IWAE ``chardata.mat`` (24,345/8,070, no labels) the paper used. ``binarize`` as for MNIST
+      (the original fed grey values: "none").
+    - ``dsprites``: all 737,280 images with factor classes and values, for both "train" and "test"
+      (the original evaluates on the training set); ``source="auto"`` reads the upstream npz/hdf5
+      when it is in the data folder and renders otherwise, "render" always renders, "download"
+      fetches the upstream hdf5 (needs h5py).
+    - ``dsprites_correlated``: the original's correlated dSprites, ``remove_prob=0.15``,
+      ``n_blocks=4``, ``seed=42``: "train" the kept images (124,800 with the defaults), "test" the
+      removed ones; ``source`` as for dsprites.
+    - ``mnist_sample``: 10,000 MNIST digits shipped in the package (the first 10,000 of the MNIST
+      training set: 9,000 train, 1,000 test), no network or data folder needed; ``binarize`` as for
+      MNIST.
+
+    Args:
+      name: one of `available()`.
+      split: a split of that dataset.
+      data_dir: the data folder; default $ECHO_JAX_DATA_DIR, else a per-user cache. Missing files
+        are downloaded into it.
+      **options: dataset options, listed above.
+
+    Returns:
+      The split as an ArrayDataset.
+
+    Raises:
+      ValueError: for an unknown name, split, option or option value.
+      DataUnavailableError: a needed file is missing and cannot be downloaded.
+      ChecksumMismatchError: a file is not the canonical data.
+    """
+    if name not in _SPECS:
+        raise ValueError(f"Unknown dataset {name!r}; available: {', '.join(available())}.")
+    spec = _SPECS[name]
+    if split not in spec.splits:
+        raise ValueError(f"Unknown split {split!r} for dataset {name!r}; valid splits: {', '.join(spec.splits)}.")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {', '.join(unknown)} for dataset {name!r}; valid options: "
+            f"{', '.join(spec.options) or 'none'}."
+        )
+    resolved = {}
+    for option, (default, allowed) in spec.options.items():
+        value = options.get(option, default)
+        if allowed is not None and value not in allowed:
+            hint = " (the fixed binarization is dataset 'binary_mnist')" if value == "static" else ""
+            raise ValueError(
+                f"Invalid {option}={value!r} for dataset {name!r}; valid values: {', '.join(map(repr, allowed))}{hint}."
+            )
+        resolved[option] = value
+    return spec.loader(split, resolve_data_dir(data_dir).resolve(), **resolved)
+

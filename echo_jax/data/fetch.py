@@ -1,0 +1,156 @@
+"""Finding dataset files on disk, and downloading missing ones with checksum verification.
+
+The data folder is, in order: the `data_dir` argument, the ``ECHO_JAX_DATA_DIR`` environment
+variable, or a per-user cache (``pooch.os_cache("echo_jax")``). Inside it every file sits at its
+registry path (``mnist/train-images-idx3-ubyte.gz``, ...), so a folder filled by hand or copied from
+another machine is used as is, with no network.
+
+Downloads go through pooch, which streams into a temporary file beside the target and moves it
+into place only after its sha256 matched: a corrupted or truncated transfer never leaves a file
+that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+from typing import Final
+
+import pooch
+import requests
+
+from echo_jax.data.registry import REGISTRY
+
+DATA_DIR_ENV: Final = "ECHO_JAX_DATA_DIR"
+_DOWNLOAD_TIMEOUT_S: Final = 60
+
+
+class DataUnavailableError(FileNotFoundError):
+    """A dataset file is missing and could not be downloaded."""
+
+
+class ChecksumMismatchError(ValueError):
+    """A file's bytes or content do not hash to the registered sha256."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data folder: `data_dir`, else $ECHO_JAX_DATA_DIR, else the per-user cache.
+
+    Args:
+      data_dir: an explicit folder, or None.
+
+    Returns:
+      The folder as a Path (it may not exist yet).
+    """
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    from_env = os.environ.get(DATA_DIR_ENV)
+    if from_env:
+        return Path(from_env).expanduser()
+    return Path(pooch.os_cache("echo_jax"))
+
+
+def sha256_of_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(actual: str, expected: str, what: str, remedy: str) -> None:
+    """Raise ChecksumMismatchError unless the two digests agree.
+
+    Args:
+      actual: the digest computed.
+      expected: the registered digest.
+      what: what was hashed, for the message.
+      remedy: what the user should do about it.
+    """
+    if actual != expected:
+        raise ChecksumMismatchError(f"{what} has sha256 {actual}, expected {expected}. {remedy}")
+
+
+def read_verified(relative_path: str, data_dir: str | os.PathLike | None = None) -> bytes:
+    """Fetch a registry file and return its (decompressed, for .gz) content, verified.
+
+    Files with a registered content digest (MNIST, Fashion-MNIST) are checked on their decompressed
+    bytes, so a copy recompressed by another distributor is accepted; others on their raw bytes.
+
+    Args:
+      relative_path: the registry key.
+      data_dir: the data folder (see `resolve_data_dir`).
+
+    Returns:
+      The file's content.
+    """
+    path = fetch(relative_path, data_dir)
+    entry = REGISTRY[relative_path]
+    raw = path.read_bytes()
+    content = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    if entry.content_sha256 is not None:
+        check_sha256(
+            hashlib.sha256(content).hexdigest(),
+            entry.content_sha256,
+            f"The decompressed content of {path}",
+            "The file is corrupted or not the canonical dataset: delete it and run again to download it.",
+        )
+    return content
+
+
+def fetch(relative_path: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Path of a registry file in the data folder, downloading it first if it is missing.
+
+    A file already present is used as is when the registry has a content digest for it (its reader
+    checks the content); otherwise its bytes are checked against the registered sha256.
+
+    Args:
+      relative_path: a key of `echo_jax.data.registry.REGISTRY`, e.g. "mnist/t10k-labels-idx1-ubyte.gz".
+      data_dir: the data folder (see `resolve_data_dir`).
+
+    Returns:
+      The local path of the file.
+
+    Raises:
+      ValueError: if the path is not in the registry.
+      DataUnavailableError: if the file is missing and the download failed (no network, HTTP
+        error, interrupted transfer); the message names the file, its URL and the folder.
+      ChecksumMismatchError: if the downloaded or present bytes do not match the registered sha256.
+    """
+    if relative_path not in REGISTRY:
+        raise ValueError(f"Unknown data file {relative_path!r}; known files: {sorted(REGISTRY)}.")
+    entry = REGISTRY[relative_path]
+    folder = resolve_data_dir(data_dir)
+    path = folder / relative_path
+    if path.is_file():
+        if entry.content_sha256 is None and entry.sha256 is not None:
+            check_sha256(
+                sha256_of_file(path),
+                entry.sha256,
+                f"The file {path}",
+                f"It is corrupted or not the canonical file: delete it, or replace it with {entry.url}.",
+            )
+        return path
+    try:
+        pooch.retrieve(
+            entry.url,
+            known_hash=None if entry.sha256 is None else f"sha256:{entry.sha256}",
+            fname=path.name,
+            path=path.parent,
+            downloader=pooch.HTTPDownloader(progressbar=False, timeout=_DOWNLOAD_TIMEOUT_S),
+        )
+    except requests.exceptions.RequestException as error:
+        raise DataUnavailableError(
+            f"Data file {relative_path!r} is not in {folder} and could not be downloaded from "
+            f"{entry.url} ({type(error).__name__}: {error}). Download it on a machine with internet and "
+            f"put it at {path}, or point ${DATA_DIR_ENV} (or data_dir=) at a folder that has it."
+        ) from error
+    except ValueError as error:
+        raise ChecksumMismatchError(
+            f"The download of {entry.url} does not match its registered sha256 {entry.sha256}; nothing "
+            f"was saved to {path}. ({error})"
+        ) from error
+    return path
