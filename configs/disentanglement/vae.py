@@ -1,0 +1,19 @@
+"""Gaussian encoder (beta-VAE) on dSprites (the original's vae_dlib): disentanglement_lib conv network,
+10-d latent, analytic KL to N(0, I), batch 64, Adam 1e-4, 26 epochs (299,520 steps).
+
+Full protocol:
+    python -m experiments.disentanglement --config configs/disentanglement/vae.py --workdir runs/dis_vae
+Quick (3,000 steps, smaller metric samples, CPU):
+    python -m experiments.disentanglement --config configs/disentanglement/vae.py:quick --workdir runs/dis_vae_q
+Options: --config.dataset=dsprites_correlated, --config.beta=4 or --config.betas=1,2,4 (a sweep),
+--config.tc_weight=10 (FactorVAE discriminator), --config.representation=mean.
+"""
+
+from echo_jax.defaults import disentanglement_config, variant
+
+
+def get_config(arg=None):
+    config = disentanglement_config(quick=variant(arg))
+    config.encoder = "gaussian"
+    config.marginal = "std_normal"
+    return config

@@ -1,0 +1,133 @@
+"""Default experiment configurations; the files under configs/ start from these and set their variant.
+
+Every field is documented here, once. Overrides on the command line: ``--config.field=value``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
+    """Defaults of the rate-distortion experiments (the original's MNIST-family protocol).
+
+    Args:
+      quick: a CPU-sized variant: the MLP network on the bundled `mnist_sample` dataset, a few epochs.
+    """
+    c = ml_collections.ConfigDict()
+    c.experiment = "rate_distortion"
+
+    # Data. binarize: "" keeps the dataset's default (static for binary_mnist, dynamic for the others).
+    c.dataset = "binary_mnist"
+    c.data_dir = ""  # "" -> $ECHO_JAX_DATA_DIR, else a per-user cache
+    c.binarize = ""
+    c.num_train_examples = 0  # 0 -> the whole split; otherwise a fixed random subset of N examples
+    c.num_test_examples = 0
+
+    # Model. network: conv (the paper's, Alemi et al. 2018) | mlp | dsprites.
+    c.network = "conv"
+    c.mlp_hidden = (500, 500)
+    c.latent_dim = 32
+    c.encoder = "echo"  # echo | gaussian | iaf
+    c.marginal = "none"  # none (echo) | std_normal | maf | vamp
+    c.echo_activation = "tanh16"  # tanh16 | tanh64 | linear (clipped to +-echo_fx_bound)
+    c.echo_fx_bound = 1.0
+    c.echo_clip = 0.0  # 0 -> solved from the batch size by echo_clip(batch_size - 1, echo_fx_bound)
+    c.echo_order = "independent"  # independent (the paper's) | cyclic (fast, shared cyclic order)
+    c.flow_steps = 4  # IAF posterior and MAF marginal
+    c.flow_hidden = (640, 640, 640)
+    c.flow_affine = False  # the original's flows are shift-only (volume preserving)
+    c.vamp_components = 750
+    c.vamp_as_coded = False  # True: the original's mean of component log-densities, not a log-mixture
+    c.mmd_weight = 0.0  # InfoVAE penalty weight (999 in the original), not multiplied by beta
+    c.mmd_bandwidth = 0.0  # 0 -> sqrt(D^2 / 2), the original info_vae's
+    c.tc_weight = 0.0  # > 0 adds FactorVAE's total-correlation discriminator and penalty (weight tc_weight)
+    c.discriminator_learning_rate = 1e-4
+
+    # Objective: distortion + beta * rate (+ mmd_weight * mmd). betas: "0.1,0.3,1" trains one model per
+    # beta in one program (a sweep); num_seeds > 1 adds seeds seed, seed+1, ... for every beta.
+    c.beta = 1.0
+    c.betas = ""
+    c.num_seeds = 1
+    c.seed = 0
+
+    # Optimisation: Adam with Keras's defaults; lr_schedule: linear_decay (intended: constant for the
+    # first half of training, then linearly to 0) | as_coded (the original's, which drops to 1% at the
+    # half and climbs back) | constant.
+    c.batch_size = 100
+    c.num_epochs = 200
+    c.num_train_steps = 0  # 0 -> num_epochs full epochs; otherwise stop after this many steps
+    c.learning_rate = 3e-4
+    c.lr_schedule = "linear_decay"
+    c.adam_eps = 1e-7
+
+    # Evaluation, logging, checkpoints. iwae_samples > 0 adds an importance-sampled log-likelihood bound
+    # (Gaussian and IAF encoders). sweep_strategy: auto | vmap | sequential (see echo_jax.sweep).
+    c.eval_every_epochs = 10
+    c.iwae_samples = 100
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 0  # 0 -> at the end of every epoch
+    c.sweep_strategy = "auto"
+    c.models_per_program = 0  # 0 -> as many as fit in device memory; the rest run in later chunks
+
+    if quick:
+        c.dataset = "mnist_sample"
+        c.network = "mlp"
+        c.num_epochs = 5
+        c.eval_every_epochs = 5
+        c.iwae_samples = 10
+        c.log_every_steps = 30
+        c.learning_rate = 1e-3
+    return c
+
+
+def disentanglement_config(quick: bool = False) -> ml_collections.ConfigDict:
+    """Defaults of the dSprites disentanglement experiments (the original's protocol, section 7 of the spec).
+
+    Echo on the disentanglement_lib conv network, 10-d latent, batch 64, Adam 1e-4 (TF's eps 1e-8),
+    26 epochs of dSprites (299,520 steps); metrics on the sampled code, as in the original.
+
+    Args:
+      quick: a CPU-sized variant: 3,000 steps and smaller metric samples.
+    """
+    c = rate_distortion_config()
+    c.experiment = "disentanglement"
+    c.dataset = "dsprites"  # or dsprites_correlated (train: kept combinations, test: removed ones)
+    c.network = "dsprites"
+    c.latent_dim = 10
+    c.batch_size = 64
+    c.num_epochs = 26
+    c.learning_rate = 1e-4
+    c.lr_schedule = "constant"
+    c.adam_eps = 1e-8
+    c.num_test_examples = 10_000  # rate/distortion on a fixed random subset (dSprites' test is its train)
+    c.iwae_samples = 0
+    c.eval_every_epochs = 1
+    c.log_every_steps = 1000
+
+    # Metrics (disentanglement_lib's protocol). representation: sample (the noisy z, as the original) |
+    # mean (f(x) for Echo, the posterior mean for the Gaussian encoder).
+    c.representation = "sample"
+    c.mig_points = 10_000
+    c.factor_vae_train = 10_000
+    c.factor_vae_eval = 5_000
+    c.factor_vae_variance_points = 10_000
+
+    if quick:
+        c.num_train_steps = 3_000
+        c.num_test_examples = 2_000
+        c.log_every_steps = 250
+        c.mig_points = 5_000
+        c.factor_vae_train = 2_000
+        c.factor_vae_eval = 1_000
+        c.factor_vae_variance_points = 5_000
+    return c
+
+
+def variant(arg: str | None) -> bool:
+    """Parses a config file's argument (``file.py:quick``): True for quick, False for the full protocol."""
+    if arg in (None, "", "full"):
+        return False
+    if arg == "quick":
+        return True
+    raise ValueError(f"unknown config variant {arg!r}; use 'file.py' (full protocol) or 'file.py:quick'")

@@ -1,0 +1,125 @@
+"""Plots and tables from results.json files: rate-distortion curves, -ELBO against beta, Markdown tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from typing import Iterable
+
+import numpy as np
+
+from echo_jax.files import write_atomic
+
+
+def load_results(workdirs: Iterable[str]) -> list[dict]:
+    """Every run recorded in the results.json of each work directory."""
+    rows = []
+    for workdir in workdirs:
+        path = os.path.join(workdir, "results.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: is {workdir} a finished experiment's work directory?")
+        with open(path) as f:
+            rows.extend(json.load(f)["results"])
+    return rows
+
+
+def method_name(row: dict) -> str:
+    return row["encoder"] if row["encoder"] == "echo" else f"{row['encoder']}+{row['marginal']}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One line per run: method, dataset, beta, seed, test rate, distortion, -ELBO (nats)."""
+    extra = sorted({k for r in rows for k in r["test"]} - {"rate", "distortion", "neg_elbo", "loss"})
+    header = ["method", "dataset", "beta", "seed", "rate", "distortion", "-ELBO", *extra, "steps", "seconds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in sorted(rows, key=lambda r: (method_name(r), r["dataset"], r["beta"], r["seed"])):
+        t = r["test"]
+        cells = [method_name(r), r["dataset"], f"{r['beta']:g}", str(r["seed"]), f"{t['rate']:.2f}",
+                 f"{t['distortion']:.2f}", f"{t['neg_elbo']:.2f}",
+                 *[f"{t[k]:.2f}" if k in t else "" for k in extra], str(r["steps"]), f"{r['seconds']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _by_method(rows):
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(method_name(r), r["dataset"])].append(r)
+    out = {}
+    for key, group in groups.items():
+        betas = sorted({r["beta"] for r in group})
+        mean = lambda b, k: float(np.mean([r["test"][k] for r in group if r["beta"] == b]))
+        out[key] = {k: np.array([mean(b, k) for b in betas]) for k in ("rate", "distortion", "neg_elbo")}
+        out[key]["beta"] = np.array(betas)
+    return out
+
+
+def plot_rate_distortion(rows: list[dict], path: str) -> None:
+    """Rate (x) against distortion (y), one line per method (seeds averaged), with -ELBO iso-lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    curves = _by_method(rows)
+    for (method, dataset), c in sorted(curves.items()):
+        ax.plot(c["rate"], c["distortion"], "o-", label=f"{method} ({dataset})")
+        for b, x, y in zip(c["beta"], c["rate"], c["distortion"]):
+            ax.annotate(f"{b:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    # Lines of constant -ELBO = R + D: the diagonal direction along which beta = 1 models trade.
+    rates = np.concatenate([c["rate"] for c in curves.values()])
+    dists = np.concatenate([c["distortion"] for c in curves.values()])
+    lo, hi = float(np.min(rates + dists)), float(np.max(rates + dists))
+    xs = np.linspace(0, max(rates.max() * 1.1, 1.0), 50)
+    for level in np.linspace(lo, hi, 4):
+        ax.plot(xs, level - xs, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlim(0, max(rates.max() * 1.1, 1.0))
+    ax.set_ylim(max(0.0, dists.min() * 0.9), dists.max() * 1.1)
+    ax.set_xlabel("rate I(X;Z) (nats)")
+    ax.set_ylabel("distortion (nats)")
+    ax.set_title("Rate-distortion (test); labels are beta; grey: constant -ELBO")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_elbo_vs_beta(rows: list[dict], path: str) -> None:
+    """-ELBO (= rate + distortion) against beta on a log axis, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (method, dataset), c in sorted(_by_method(rows).items()):
+        ax.plot(c["beta"], c["neg_elbo"], "o-", label=f"{method} ({dataset})")
+    ax.set_xscale("log")
+    ax.set_xlabel("beta")
+    ax.set_ylabel("-ELBO = rate + distortion (nats)")
+    ax.set_title("Test -ELBO against beta")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out_dir: str, rows: list[dict] | dict, *, plots: bool = True) -> str:
+    """Writes results.md (and, for two or more betas, the two plots) into out_dir; returns the table.
+
+    Args:
+      out_dir: where to write.
+      rows: result rows, or the content of a results.json.
+      plots: draw the PNG plots (when the runs span at least two betas).
+    """
+    if isinstance(rows, dict):
+        rows = rows["results"]
+    os.makedirs(out_dir, exist_ok=True)
+    table = markdown_table(rows)
+    write_atomic(os.path.join(out_dir, "results.md"), table)
+    if plots and len({r["beta"] for r in rows}) >= 2:
+        plot_rate_distortion(rows, os.path.join(out_dir, "rate_distortion.png"))
+        plot_elbo_vs_beta(rows, os.path.join(out_dir, "neg_elbo_vs_beta.png"))
+    return table

@@ -1,0 +1,443 @@
+"""Training: the train state, one pure train step, evaluation, and `train_and_evaluate(config, workdir)`.
+
+A run trains one model per (beta, seed) pair (one pair unless the config asks for a sweep), all on the same
+data stream; `echo_jax.sweep` decides how the models share the devices. beta and the learning rate are
+traced values, so a new beta never recompiles.
+
+A work directory holds ``config.json`` (the resolved config), ``metrics.jsonl`` (training and evaluation
+logs), ``checkpoint.msgpack`` (the latest finite state, written atomically) and, at the end,
+``results.json``. Rerunning on the same directory resumes from the checkpoint and ends with the same
+numbers as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import serialization
+
+from echo_jax import data as data_lib
+from echo_jax import model as model_lib
+from echo_jax import sweep
+from echo_jax.files import append_jsonl, write_atomic
+
+LR_SCHEDULES = ("linear_decay", "as_coded", "constant")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a model's training needs; a pytree, so states stack on a leading (beta) axis.
+
+    Attributes:
+      step: number of updates done.
+      params: the model's parameters.
+      opt_state: the optimizer's state.
+      key: the model's base PRNG key; step t uses fold_in(key, t).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    key: jax.Array
+
+
+# ----------------------------------------------------------------------------------------------- config
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError, naming the field and the fix, for a config that cannot run."""
+    if config.dataset not in data_lib.available():
+        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(data_lib.available())}")
+    model_lib.check_encoder_marginal(config.encoder, config.marginal)
+    if config.network not in model_lib.NETWORKS:
+        raise ValueError(f"unknown network {config.network!r}; choose one of {', '.join(model_lib.NETWORKS)}")
+    for beta in sweep.betas_of(config):
+        if not beta >= 0:  # also rejects NaN
+            raise ValueError(f"beta must be >= 0 (the objective is distortion + beta * rate), got {beta}")
+    if config.batch_size < 2:
+        raise ValueError(
+            f"batch_size {config.batch_size} cannot feed the model: Echo noise is built from the other "
+            "members of a batch and needs at least 2; use batch_size >= 2 (the paper uses 100)"
+        )
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if config.echo_order not in ("independent", "cyclic"):
+        raise ValueError(f"unknown echo_order {config.echo_order!r}; choose independent or cyclic")
+    if config.echo_activation not in ("tanh16", "tanh64", "linear"):
+        raise ValueError(f"unknown echo_activation {config.echo_activation!r}; choose tanh16, tanh64 or linear")
+    if config.num_epochs < 1 or config.num_seeds < 1:
+        raise ValueError("num_epochs and num_seeds must be >= 1")
+    if config.mmd_weight < 0 or config.tc_weight < 0 or config.iwae_samples < 0:
+        raise ValueError("mmd_weight, tc_weight and iwae_samples must be >= 0")
+    if config.experiment == "disentanglement":
+        if config.dataset not in ("dsprites", "dsprites_correlated"):
+            raise ValueError(f"the disentanglement metrics need dSprites factors; dataset {config.dataset!r} has "
+                             "none: use dsprites or dsprites_correlated")
+        if config.representation not in ("sample", "mean"):
+            raise ValueError(f"unknown representation {config.representation!r}; choose sample or mean")
+    if config.marginal == "vamp" and config.vamp_components < 1:
+        raise ValueError("vamp_components must be >= 1 for the VampPrior marginal")
+
+
+def load_datasets(config: ml_collections.ConfigDict):
+    """Train and test splits as the config asks, checked against the batch size."""
+    options = {"binarize": config.binarize} if config.binarize else {}
+    data_dir = config.data_dir or None
+    splits = {}
+    for split, limit in (("train", config.num_train_examples), ("test", config.num_test_examples)):
+        dataset = data_lib.load(config.dataset, split, data_dir=data_dir, **options)
+        if limit and limit < len(dataset):  # a fixed random subset, kept in dataset order
+            chosen = np.sort(np.random.default_rng(0).choice(len(dataset), limit, replace=False))
+            take = lambda a: None if a is None else a[chosen]
+            dataset = dataclasses.replace(
+                dataset, images=dataset.images[chosen], labels=take(dataset.labels),
+                factor_classes=take(dataset.factor_classes), factor_values=take(dataset.factor_values),
+            )
+        if len(dataset) < config.batch_size:
+            raise ValueError(
+                f"batch_size {config.batch_size} is larger than the {split} split of {config.dataset} "
+                f"({len(dataset)} examples): batches are full batches only; lower batch_size"
+            )
+        splits[split] = dataset
+    return splits["train"], splits["test"]
+
+
+def make_model(config: ml_collections.ConfigDict, image_shape) -> model_lib.Autoencoder:
+    return model_lib.Autoencoder(
+        image_shape=tuple(image_shape),
+        network=config.network,
+        encoder=config.encoder,
+        marginal=config.marginal,
+        latent_dim=config.latent_dim,
+        mlp_hidden=tuple(config.mlp_hidden),
+        echo_activation=config.echo_activation,
+        echo_fx_bound=config.echo_fx_bound,
+        echo_clip=config.echo_clip or None,
+        echo_order=config.echo_order,
+        flow_steps=config.flow_steps,
+        flow_hidden=tuple(config.flow_hidden),
+        flow_affine=config.flow_affine,
+        vamp_components=config.vamp_components,
+        vamp_as_coded=config.vamp_as_coded,
+        mmd_bandwidth=config.mmd_bandwidth or None,
+        with_mmd=config.mmd_weight > 0,
+        with_discriminator=config.tc_weight > 0,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- optimisation
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+    """The per-epoch learning rate, as a function of the (traced) update count.
+
+    linear_decay: constant until epoch N/2, then linearly to 0 at epoch N ("Fixing a Broken ELBO").
+    as_coded: the original alemi_lr_sched, lr * (1 - (N - epoch) / (N/2)) after N/2: it drops to
+    lr / 100 at epoch N/2 + 1 and climbs back to lr.
+    """
+    base, total = config.learning_rate, config.num_epochs
+    half = total / 2
+
+    def schedule(count):
+        epoch = count // steps_per_epoch
+        if config.lr_schedule == "constant":
+            return jnp.full((), base, jnp.float32)
+        if config.lr_schedule == "linear_decay":
+            late = base * (total - epoch) / (total - half)
+        else:
+            late = base * (1.0 - (total - epoch) / half)
+        return jnp.where(epoch <= half, base, late).astype(jnp.float32)
+
+    return schedule
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
+    """Adam (b1 0.9, b2 0.999, eps from the config: Keras's 1e-7 in the original); the TC discriminator,
+    when there is one, has its own Adam (lr discriminator_learning_rate, b1 0.5), as in FactorVAE."""
+    adam = optax.adam(learning_rate_schedule(config, steps_per_epoch), b1=0.9, b2=0.999, eps=config.adam_eps)
+    if config.tc_weight <= 0:
+        return adam
+    discriminator_adam = optax.adam(config.discriminator_learning_rate, b1=0.5, b2=0.999, eps=config.adam_eps)
+    labels = lambda params: {k: "discriminator" if k == "discriminator" else "model" for k in params}
+    return optax.multi_transform({"model": adam, "discriminator": discriminator_adam}, labels)
+
+
+def create_train_state(model, optimizer, key: jax.Array, sample_batch: jax.Array, mean_image: jax.Array):
+    """A fresh TrainState for one model (vmap it over keys for several)."""
+    init_key, noise_key, run_key = jax.random.split(key, 3)
+    params = model.init({"params": init_key, "noise": noise_key}, sample_batch)["params"]
+    params = model_lib.init_vamp_pseudo_inputs(params, mean_image)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=run_key)
+
+
+def make_train_step(model, optimizer, *, mmd_weight: float = 0.0, tc_weight: float = 0.0) -> Callable:
+    """Pure train step ``(state, batch, beta) -> (state, metrics)``; jit or vmap it as needed.
+
+    With a total-correlation discriminator, one forward pass serves two gradients: the model's loss for
+    everything but the discriminator, and the discriminator's own loss for the discriminator.
+    """
+
+    def train_step(state: TrainState, batch: jax.Array, beta: jax.Array):
+        noise_key = jax.random.fold_in(state.key, state.step)
+
+        def losses(params):
+            terms = model.apply({"params": params}, batch, rngs={"noise": noise_key})
+            loss, metrics = model_lib.loss_from_terms(terms, beta, mmd_weight=mmd_weight, tc_weight=tc_weight)
+            return (loss, terms.get("discriminator_loss", jnp.zeros(()))), metrics
+
+        (loss, discriminator_loss), backward, metrics = jax.vjp(losses, state.params, has_aux=True)
+        (grads,) = backward((jnp.ones_like(loss), jnp.zeros_like(discriminator_loss)))
+        if model.with_discriminator:
+            (discriminator_grads,) = backward((jnp.zeros_like(loss), jnp.ones_like(discriminator_loss)))
+            grads = {**grads, "discriminator": discriminator_grads["discriminator"]}
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(model, *, mmd_weight: float = 0.0, tc_weight: float = 0.0, iwae_samples: int = 0) -> Callable:
+    """Pure evaluation on one batch ``(params, batch, key, beta) -> summed terms`` (sums, not means)."""
+
+    def eval_step(params, batch, key, beta):
+        terms = model.apply({"params": params}, batch, rngs={"noise": key})
+        _, means = model_lib.loss_from_terms(terms, beta, mmd_weight=mmd_weight, tc_weight=tc_weight)
+        sums = {name: value * batch.shape[0] for name, value in means.items()}
+        if iwae_samples and "log_q" in terms:
+            # log p(x) >= E log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x) (Burda et al. 2016).
+            def log_weights(k):
+                t = model.apply({"params": params}, batch, rngs={"noise": k})
+                return t["log_p_x_given_z"] + t["log_p"] - t["log_q"]
+
+            logw = jax.lax.map(log_weights, jax.random.split(jax.random.fold_in(key, 1), iwae_samples))
+            bound = jax.scipy.special.logsumexp(logw, axis=0) - jnp.log(iwae_samples)
+            sums["iwae_nll"] = -jnp.sum(bound)
+        return sums
+
+    return eval_step
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Creates the work directory, or checks that the run it holds is this one."""
+    os.makedirs(workdir, exist_ok=True)
+    config_path = os.path.join(workdir, "config.json")
+    resolved = json.loads(config.to_json_best_effort())
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            existing = json.load(f)
+        differing = sorted(k for k in set(existing) | set(resolved) if existing.get(k) != resolved.get(k))
+        if differing:
+            raise ValueError(
+                f"workdir {workdir} holds another experiment's run (its config differs in: "
+                f"{', '.join(differing)}); use a new --workdir, or delete that one to start over"
+            )
+    else:
+        write_atomic(config_path, json.dumps(resolved, indent=2, sort_keys=True))
+
+
+def _to_python(tree):
+    return jax.tree.map(lambda x: np.asarray(x).tolist(), tree)
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+def evaluate(population: sweep.Population, eval_step, dataset, batch_size: int, key: jax.Array) -> list[dict]:
+    """Mean test terms of every model, over the full batches of `dataset`, with a fixed key."""
+    totals, count = None, 0
+    for i, batch in enumerate(data_lib.eval_batches(dataset, batch_size)):
+        sums = population.evaluate(eval_step, jnp.asarray(batch), jax.random.fold_in(key, i))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        count += batch.shape[0]
+    means = jax.device_get(jax.tree.map(lambda x: x / count, totals))
+    return [
+        {name: float(values[m]) for name, values in means.items()} for m in range(population.num_models)
+    ]
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, on_step: Callable[[int], None] | None = None
+) -> dict:
+    """Trains every (beta, seed) model of the config on the same data stream and evaluates it.
+
+    Args:
+      config: see `echo_jax.defaults.rate_distortion_config`.
+      workdir: where the run's files go; an existing run there of the same config is resumed.
+      on_step: called with the step number after every update (progress hooks, tests).
+
+    Returns:
+      The content of results.json.
+    """
+    check_config(config)
+    train_set, test_set = load_datasets(config)
+    prepare_workdir(config, workdir)
+    results_path = os.path.join(workdir, "results.json")
+    if os.path.exists(results_path):
+        logging.info("%s already holds the finished run; returning its results", workdir)
+        with open(results_path) as f:
+            return json.load(f)
+
+    runs = sweep.runs_of(config)
+    steps_per_epoch = data_lib.num_batches(train_set, config.batch_size)
+    model = make_model(config, train_set.image_shape)
+    optimizer = make_optimizer(config, steps_per_epoch)
+    sample = jnp.asarray(next(data_lib.eval_batches(train_set, config.batch_size)))
+    mean_image = jnp.asarray(train_set.images[: min(len(train_set), 10_000)].mean(axis=0), jnp.float32)
+    weights = dict(mmd_weight=config.mmd_weight, tc_weight=config.tc_weight)
+    train_step = make_train_step(model, optimizer, **weights)
+    init = jax.vmap(lambda k: create_train_state(model, optimizer, k, sample, mean_image))
+    chunk_size = config.models_per_program or sweep.models_per_program(
+        train_step, init, sample, len(runs), config.sweep_strategy
+    )
+    eval_step = make_eval_step(model, **weights, iwae_samples=config.iwae_samples if config.encoder != "echo" else 0)
+
+    final_eval = None
+    if config.experiment == "disentanglement":
+        from echo_jax import disentanglement
+
+        heldout = test_set if config.dataset == "dsprites_correlated" else None
+        final_eval = lambda params: disentanglement.evaluate_model(model, params, config, heldout)
+    test, seconds, extra = [], [], []
+    for first in range(0, len(runs), chunk_size):
+        chunk = runs[first : first + chunk_size]
+        keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in chunk])
+        betas = jnp.asarray([beta for beta, _ in chunk], jnp.float32)
+        population = sweep.Population(train_step, init, keys, betas, strategy=config.sweep_strategy)
+        name = "checkpoint.msgpack" if chunk_size >= len(runs) else f"checkpoint-{first // chunk_size}.msgpack"
+        chunk_test, chunk_extra, chunk_seconds = _train_population(
+            config, workdir, population, chunk, eval_step, train_set, test_set, os.path.join(workdir, name),
+            on_step, final_eval,
+        )
+        test += chunk_test
+        extra += chunk_extra
+        seconds += [chunk_seconds] * len(chunk)
+    total_steps = steps_per_epoch * config.num_epochs
+    results = {
+        "experiment": config.experiment,
+        "results": [
+            {
+                "beta": beta, "seed": seed, "dataset": config.dataset, "network": config.network,
+                "encoder": config.encoder, "marginal": config.marginal, "test": test[m],
+                "steps": total_steps, "seconds": seconds[m], **extra[m],
+            }
+            for m, (beta, seed) in enumerate(runs)
+        ],
+    }
+    if jax.process_index() == 0:
+        write_atomic(results_path, json.dumps(results, indent=2))
+    return results
+
+
+def _train_population(config, workdir, population, runs, eval_step, train_set, test_set, checkpoint_path,
+                      on_step, final_eval) -> tuple[list[dict], list[dict], float]:
+    """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
+
+    Returns:
+      The test terms of every model, each model's extra results (``final_eval(params)`` under the
+      experiment's name, or nothing), and the seconds the population's training and evaluation took.
+    """
+    steps_per_epoch = data_lib.num_batches(train_set, config.batch_size)
+    total_steps = _total_steps(config, steps_per_epoch)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    step, seconds = 0, 0.0
+    if os.path.exists(checkpoint_path):
+        with open(checkpoint_path, "rb") as f:
+            restored = serialization.msgpack_restore(f.read())
+        if "test" in restored:  # this population finished before the run was interrupted
+            return json.loads(restored["test"]), json.loads(restored["extra"]), float(restored["seconds"])
+        population.load_states(serialization.from_state_dict(population.stacked_states(), restored["states"]))
+        step, seconds = int(restored["step"]), float(restored["seconds"])
+        logging.info("resumed %s at step %d of %d", checkpoint_path, step, total_steps)
+
+    def save_checkpoint(at_step: int, elapsed: float, test=None, extra=None) -> None:
+        states = population.stacked_states()
+        if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(states.params)):
+            raise FloatingPointError(f"parameters became non-finite by step {at_step}")
+        payload = {"states": serialization.to_state_dict(jax.device_get(states)), "step": at_step,
+                   "seconds": elapsed}
+        if test is not None:
+            payload["test"], payload["extra"] = json.dumps(test), json.dumps(extra)
+        if jax.process_index() == 0:
+            write_atomic(checkpoint_path, serialization.msgpack_serialize(payload))
+
+    checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
+    eval_key = jax.random.PRNGKey(config.seed + 12)  # fixed: evaluation noise is the same at every eval
+    start = time.perf_counter() - seconds
+    last_good = step
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        # Every model sees the same data stream, set by config.seed (model seeds change init and noise).
+        for batch in data_lib.batches(train_set, config.batch_size, seed=config.seed, epoch=epoch,
+                                      start_step=in_epoch):
+            metrics = population.step(jnp.asarray(batch))
+            step += 1
+            if on_step is not None:
+                on_step(step)
+            if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+                host = jax.device_get(metrics)
+                if not np.all(np.isfinite(host["loss"])):
+                    bad = [runs[m] for m in np.flatnonzero(~np.isfinite(host["loss"]))]
+                    raise FloatingPointError(
+                        f"the loss became non-finite at step {step} for (beta, seed) {bad}; the last good "
+                        f"checkpoint (step {last_good}) is kept in {checkpoint_path}. Lower learning_rate "
+                        "or check the data."
+                    )
+                record = {"split": "train", "step": step, "epoch": step / steps_per_epoch,
+                          "beta": [b for b, _ in runs], "seed": [s for _, s in runs], **_to_python(host)}
+                if jax.process_index() == 0:
+                    append_jsonl(metrics_path, record)
+                logging.info(
+                    "step %d/%d (epoch %.2f): loss %s rate %s distortion %s", step, total_steps,
+                    step / steps_per_epoch, _fmt(host["loss"]), _fmt(host["rate"]), _fmt(host["distortion"]),
+                )
+            if step % checkpoint_every == 0 and step < total_steps:
+                save_checkpoint(step, time.perf_counter() - start)
+                last_good = step
+            if step % steps_per_epoch == 0 or step == total_steps:
+                break
+        epoch_done = step // steps_per_epoch
+        if epoch_done % config.eval_every_epochs == 0 and step < total_steps:
+            _log_test(metrics_path, step, steps_per_epoch, runs,
+                      evaluate(population, eval_step, test_set, config.batch_size, eval_key))
+
+    test = evaluate(population, eval_step, test_set, config.batch_size, eval_key)
+    _log_test(metrics_path, step, steps_per_epoch, runs, test)
+    extra = [{} for _ in runs]
+    if final_eval is not None:
+        params = population.stacked_states().params
+        extra = [{config.experiment: final_eval(jax.tree.map(lambda x: x[m], params))} for m in range(len(runs))]
+    seconds = time.perf_counter() - start
+    save_checkpoint(step, seconds, test=test, extra=extra)
+    return test, extra, seconds
+
+
+def _total_steps(config, steps_per_epoch: int) -> int:
+    return config.num_train_steps or steps_per_epoch * config.num_epochs
+
+
+def _log_test(metrics_path, step, steps_per_epoch, runs, test) -> None:
+    if jax.process_index() == 0:
+        append_jsonl(metrics_path, {"split": "test", "step": step, "epoch": step / steps_per_epoch,
+                                    "beta": [b for b, _ in runs], "seed": [s for _, s in runs], "test": test})
+        for (beta, seed), row in zip(runs, test):
+            logging.info("test (beta %g, seed %d): %s", beta, seed, {k: round(v, 3) for k, v in row.items()})
+
+
+def _fmt(values) -> str:
+    values = np.atleast_1d(values)
+    return ",".join(f"{v:.2f}" for v in values[:8]) + ("..." if values.size > 8 else "")

@@ -1,0 +1,30 @@
+"""Rate-distortion experiments: train an autoencoder (or a sweep of betas) and write its results.
+
+    python -m experiments.rate_distortion --config configs/rate_distortion/echo.py --workdir runs/echo
+    python -m experiments.rate_distortion --config configs/rate_distortion/echo.py:quick --workdir runs/q \\
+        --config.betas=0.3,1,3
+
+Any config field can be overridden with --config.FIELD=VALUE. The work directory receives config.json,
+metrics.jsonl, checkpoint.msgpack and results.json; a sweep also gets its plots and table (see
+experiments/report.py). Rerunning on an unfinished work directory resumes it.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from echo_jax import report, train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/rate_distortion/echo.py")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's files.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.INFO)
+    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    print(report.write_report(_WORKDIR.value, results))
+
+
+if __name__ == "__main__":
+    app.run(main)
