@@ -1,0 +1,263 @@
+"""Tests of the encoder/decoder trunks and of the fast Conv / ConvTranspose lowerings."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from echo_jax import networks
+
+# Differences are measured against the reference's largest magnitude (float32 sums of <= 800 terms).
+RELATIVE_TOLERANCE = 1e-4
+IN_FEATURES, OUT_FEATURES = 3, 4
+
+
+def assert_close(actual, expected, what: str) -> None:
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    error = float(np.max(np.abs(actual - expected)))
+    assert error <= RELATIVE_TOLERANCE * scale, f"{what}: max error {error:.3g} vs scale {scale:.3g}"
+
+
+def random_params(kernel_size: int, seed: int):
+    """Random kernel (kh, kw, in, out) and non-zero biases, drawn with numpy (no jax RNG compiles)."""
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(size=(kernel_size, kernel_size, IN_FEATURES, OUT_FEATURES)) / kernel_size
+    bias = rng.normal(size=OUT_FEATURES)
+    return {"params": {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}}
+
+
+@jax.jit(static_argnums=0)
+def outputs_and_vjp(module: nn.Module, params, x: jax.Array, cotangent: jax.Array):
+    """Output, and gradients wrt params and input of <output, cotangent> (one compile per layer)."""
+    y, vjp = jax.vjp(lambda p, x: module.apply(p, x), params, x)
+    return y, vjp(cotangent)
+
+
+def check_against_flax(ours: nn.Module, reference: nn.Module, input_hw: tuple[int, int], seed: int = 0):
+    rng = np.random.default_rng(seed + 10)
+    x = jnp.asarray(rng.normal(size=(2, *input_hw, IN_FEATURES)), jnp.float32)
+    params = random_params(reference.kernel_size[0], seed)
+    y_shape = jax.eval_shape(reference.apply, params, x).shape
+    cotangent = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
+    y, (param_grads, input_grad) = outputs_and_vjp(ours, params, x, cotangent)
+    y_ref, (ref_param_grads, ref_input_grad) = outputs_and_vjp(reference, params, x, cotangent)
+    assert_close(y, y_ref, "output")
+    assert_close(input_grad, ref_input_grad, "input gradient")
+    assert_close(param_grads["params"]["kernel"], ref_param_grads["params"]["kernel"], "kernel gradient")
+    assert_close(param_grads["params"]["bias"], ref_param_grads["params"]["bias"], "bias gradient")
+    return x, params, y
+
+
+# Every transposed convolution of the decoders: (input size, kernel, stride, padding, output size).
+DECODER_TRANSPOSED_CONVS = [
+    pytest.param((1, 1), 7, 1, "VALID", (7, 7), id="conv-k7-valid-1to7"),
+    pytest.param((7, 7), 5, 1, "SAME", (7, 7), id="conv-k5-s1-same-7"),
+    pytest.param((7, 7), 5, 2, "SAME", (14, 14), id="conv-k5-s2-same-7to14"),
+    pytest.param((14, 14), 5, 2, "SAME", (28, 28), id="conv-k5-s2-same-14to28"),
+    pytest.param((28, 28), 4, 1, "SAME", (28, 28), id="conv-k4-s1-same-28"),
+    pytest.param((4, 4), 4, 2, "SAME", (8, 8), id="dsprites-k4-s2-same-4to8"),
+    pytest.param((32, 32), 4, 2, "SAME", (64, 64), id="dsprites-k4-s2-same-32to64"),
+]
+
+
+@pytest.mark.parametrize("input_hw, kernel, stride, padding, output_hw", DECODER_TRANSPOSED_CONVS)
+def test_conv_transpose_matches_flax_and_lax(input_hw, kernel, stride, padding, output_hw):
+    ours = networks.ConvTranspose(OUT_FEATURES, kernel, stride, padding)
+    reference = nn.ConvTranspose(OUT_FEATURES, (kernel, kernel), (stride, stride), padding)
+    x, params, y = check_against_flax(ours, reference, input_hw)
+    assert y.shape == (2, *output_hw, OUT_FEATURES)
+    p = params["params"]
+    direct = lax.conv_transpose(x, p["kernel"], (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert_close(y, direct + p["bias"], "output vs lax.conv_transpose")
+
+
+def numpy_conv_transpose(x: np.ndarray, kernel: np.ndarray, stride: int, pad_low: int, out_size: int) -> np.ndarray:
+    """Transposed convolution by its definition: each input pixel scatters kernel * pixel into the output.
+
+    lax.conv_transpose (transpose_kernel=False) correlates the kernel with the zero-dilated input padded
+    by pad_low: y[o] = sum_t kernel[t] * dilated[o + t - pad_low], so input pixel i (at dilated
+    position stride * i) reaches output o = stride * i + pad_low - t through tap t.
+    """
+    batch, height, width, _ = x.shape
+    k = kernel.shape[0]
+    y = np.zeros((batch, out_size, out_size, kernel.shape[-1]))
+    for i in range(height):
+        for j in range(width):
+            for t in range(k):
+                for u in range(k):
+                    oi, oj = stride * i + pad_low - t, stride * j + pad_low - u
+                    if 0 <= oi < out_size and 0 <= oj < out_size:
+                        y[:, oi, oj] += x[:, i, j] @ kernel[t, u]
+    return y
+
+
+def test_stride2_conv_transpose_matches_scatter_definition():
+    # k5 s2 'SAME' on 7x7: output 14x14; lax pads the dilated input by ceil((5 + 2 - 2) / 2) = 3 below.
+    x = np.random.default_rng(0).normal(size=(2, 7, 7, IN_FEATURES))
+    kernel = np.random.default_rng(1).normal(size=(5, 5, IN_FEATURES, OUT_FEATURES))
+    params = {"params": {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.zeros(OUT_FEATURES)}}
+    y = networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME").apply(params, jnp.asarray(x, jnp.float32))
+    assert_close(y, numpy_conv_transpose(x, kernel, 2, 3, 14), "output vs scatter definition")
+
+
+def test_conv_transpose_native_form_matches_flax(monkeypatch):
+    # The form used off XLA:CPU (GPU/TPU): the native lax op.
+    monkeypatch.setattr(networks, "_fast_cpu_forms", lambda: False)
+    ours = networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME")
+    check_against_flax(ours, nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (7, 7))
+
+
+def test_polyphase_form_handles_other_strides_and_explicit_padding():
+    # Beyond the decoders' layers: stride 3 with a kernel shorter than the stride, explicit pads.
+    check_against_flax(networks.ConvTranspose(OUT_FEATURES, 2, 3, "VALID"),
+                       nn.ConvTranspose(OUT_FEATURES, (2, 2), (3, 3), "VALID"), (3, 3), seed=1)
+    pads = ((1, 2), (0, 1))
+    check_against_flax(networks.ConvTranspose(OUT_FEATURES, 3, 2, pads),
+                       nn.ConvTranspose(OUT_FEATURES, (3, 3), (2, 2), pads), (4, 5), seed=2)
+
+
+# Every convolution of the encoders: (input size, kernel, stride, padding, output size).
+ENCODER_CONVS = [
+    pytest.param((28, 28), 5, 1, "SAME", (28, 28), id="conv-k5-s1-same-28"),
+    pytest.param((28, 28), 5, 2, "SAME", (14, 14), id="conv-k5-s2-same-28to14"),
+    pytest.param((14, 14), 5, 2, "SAME", (7, 7), id="conv-k5-s2-same-14to7"),
+    pytest.param((7, 7), 7, 1, "VALID", (1, 1), id="conv-k7-valid-7to1"),
+    pytest.param((7, 7), 7, 2, "VALID", (1, 1), id="conv-k7-s2-valid-7to1"),
+    pytest.param((64, 64), 4, 2, "SAME", (32, 32), id="dsprites-k4-s2-same-64to32"),
+    pytest.param((16, 16), 2, 2, "SAME", (8, 8), id="dsprites-k2-s2-same-16to8"),
+]
+
+
+@pytest.mark.parametrize("input_hw, kernel, stride, padding, output_hw", ENCODER_CONVS)
+def test_conv_matches_flax(input_hw, kernel, stride, padding, output_hw):
+    ours = networks.Conv(OUT_FEATURES, kernel, stride, padding)
+    reference = nn.Conv(OUT_FEATURES, (kernel, kernel), (stride, stride), padding)
+    _, _, y = check_against_flax(ours, reference, input_hw)
+    assert y.shape == (2, *output_hw, OUT_FEATURES)
+
+
+def test_strided_conv_gradient_under_vmap_and_jit():
+    # Sweeps vmap the train step over stacked parameters: the custom input gradient must batch.
+    ours = networks.Conv(OUT_FEATURES, 5, 2, "SAME")
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 14, 14, IN_FEATURES)), jnp.float32)
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), random_params(5, 1), random_params(5, 2))
+
+    def loss(params, x):
+        return jnp.sum(jnp.sin(ours.apply(params, x)))
+
+    batched = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None)))(stacked, x)
+    for m in range(2):
+        single = jax.grad(loss, argnums=(0, 1))(jax.tree.map(lambda a: a[m], stacked), x)
+        for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(single)):
+            assert_close(got[m], want, f"model {m} gradient")
+
+
+@pytest.fixture(scope="module")
+def initial_params():
+    """Initial parameters of the conv trunks and the MLP decoder (one compile for all)."""
+
+    @jax.jit
+    def init_all(key):
+        keys = jax.random.split(key, 3)
+        return {
+            "conv_encoder": networks.ConvEncoder().init(keys[0], jnp.zeros((1, 28, 28, 1))),
+            "conv_decoder": networks.ConvDecoder().init(keys[1], jnp.zeros((1, 32))),
+            "mlp_decoder": networks.MLPDecoder().init(keys[2], jnp.zeros((1, 32))),
+        }
+
+    # The "rbg" generator compiles in a fraction of threefry's time; the initializers are the same.
+    return init_all(jax.random.key(0, impl="rbg"))
+
+
+@pytest.mark.parametrize(
+    "encoder, decoder, image_shape, latent_dim",
+    [
+        pytest.param(networks.ConvEncoder(), networks.ConvDecoder(), (28, 28, 1), 32, id="conv"),
+        pytest.param(networks.MLPEncoder(), networks.MLPDecoder(), (28, 28, 1), 32, id="mlp"),
+        pytest.param(networks.DSpritesEncoder(), networks.DSpritesDecoder(), (64, 64, 1), 10, id="dsprites"),
+    ],
+)
+def test_trunk_output_shapes(encoder, decoder, image_shape, latent_dim):
+    x = jnp.zeros((2, *image_shape))
+    features, _ = jax.eval_shape(encoder.init_with_output, jax.random.PRNGKey(0), x)
+    expected_features = 500 if isinstance(encoder, networks.MLPEncoder) else 256
+    assert features.shape == (2, expected_features)
+    logits, _ = jax.eval_shape(decoder.init_with_output, jax.random.PRNGKey(0), jnp.zeros((2, latent_dim)))
+    assert logits.shape == (2, *image_shape)
+
+
+def test_conv_decoder_matches_plain_flax_model(initial_params):
+    # The whole conv decoder written with nn.ConvTranspose / nn.Conv computes the same logits.
+    class PlainDecoder(nn.Module):
+        @nn.compact
+        def __call__(self, z):
+            x = z[:, None, None, :]
+            layers = [(64, 7, 1, "VALID"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"), (32, 5, 1, "SAME"),
+                      (32, 5, 2, "SAME"), (32, 4, 1, "SAME")]
+            for i, (features, k, s, padding) in enumerate(layers):
+                x = nn.relu(nn.ConvTranspose(features, (k, k), (s, s), padding, name=f"deconv{i}")(x))
+            return nn.Conv(1, (5, 5), padding="SAME", name="conv_out")(x)
+
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32)), jnp.float32)
+    params = initial_params["conv_decoder"]
+    ours = jax.jit(networks.ConvDecoder().apply)(params, z)
+    assert_close(ours, jax.jit(PlainDecoder().apply)(params, z), "decoder logits")
+
+
+def test_make_trunks_builds_each_architecture_and_rejects_bad_requests():
+    encoder, decoder = networks.make_trunks("conv", (28, 28, 1))
+    assert isinstance(encoder, networks.ConvEncoder) and isinstance(decoder, networks.ConvDecoder)
+    encoder, decoder = networks.make_trunks("mlp", (32, 32, 3))
+    assert isinstance(encoder, networks.MLPEncoder) and tuple(decoder.output_shape) == (32, 32, 3)
+    encoder, decoder = networks.make_trunks("dsprites", (64, 64, 1))
+    assert isinstance(encoder, networks.DSpritesEncoder) and decoder.output_channels == 1
+    with pytest.raises(ValueError, match="unknown trunk 'resnet'"):
+        networks.make_trunks("resnet", (28, 28, 1))
+    with pytest.raises(ValueError, match="take 28x28 images"):
+        networks.make_trunks("conv", (32, 32, 3))
+    with pytest.raises(ValueError, match="take 64x64 images"):
+        networks.make_trunks("dsprites", (28, 28, 1))
+    with pytest.raises(ValueError, match="image_shape must be"):
+        networks.make_trunks("mlp", (784,))
+    with pytest.raises(ValueError, match="ConvEncoder takes 28x28 images"):
+        networks.ConvEncoder().init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 1)))
+    with pytest.raises(ValueError, match="padding must be"):
+        networks.ConvTranspose(4, 3, 2, "CIRCULAR").init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 1)))
+
+
+def test_init_is_glorot_uniform_with_zero_biases(initial_params):
+    # Keras glorot-uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)), std a / sqrt(3); for a conv
+    # kernel (kh, kw, in, out): fan_in = kh * kw * in, fan_out = kh * kw * out.
+    params = initial_params
+    checked = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        leaf = np.asarray(leaf)
+        if path[-1].key == "bias":
+            np.testing.assert_array_equal(leaf, 0.0)
+            continue
+        receptive_field = int(np.prod(leaf.shape[:-2]))
+        fan_in, fan_out = receptive_field * leaf.shape[-2], receptive_field * leaf.shape[-1]
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        assert np.max(np.abs(leaf)) <= bound, jax.tree_util.keystr(path)
+        # The sample std of n >= 800 uniform draws is within 8% (5 standard errors) of the truth.
+        np.testing.assert_allclose(np.std(leaf), bound / np.sqrt(3.0), rtol=0.08, err_msg=jax.tree_util.keystr(path))
+        assert abs(np.mean(leaf)) < 5 * bound / np.sqrt(3.0 * leaf.size), jax.tree_util.keystr(path)
+        checked += 1
+    assert checked == 5 + 7 + 3
+
+
+def test_cpu_compiler_options_compile_and_keep_results(initial_params):
+    options = networks.cpu_compiler_options()
+    if jax.default_backend() == "cpu":
+        assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    encoder = networks.ConvEncoder()
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 28, 28, 1)), jnp.float32)
+    params = initial_params["conv_encoder"]
+    with_options = jax.jit(encoder.apply, compiler_options=options or None)(params, x)
+    assert_close(with_options, jax.jit(encoder.apply)(params, x), "features with compiler options")
