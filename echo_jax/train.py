@@ -12,7 +12,6 @@ numbers as an uninterrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -96,14 +95,7 @@ def load_datasets(config: ml_collections.ConfigDict):
     data_dir = config.data_dir or None
     splits = {}
     for split, limit in (("train", config.num_train_examples), ("test", config.num_test_examples)):
-        dataset = data_lib.load(config.dataset, split, data_dir=data_dir, **options)
-        if limit and limit < len(dataset):  # a fixed random subset, kept in dataset order
-            chosen = np.sort(np.random.default_rng(0).choice(len(dataset), limit, replace=False))
-            take = lambda a: None if a is None else a[chosen]
-            dataset = dataclasses.replace(
-                dataset, images=dataset.images[chosen], labels=take(dataset.labels),
-                factor_classes=take(dataset.factor_classes), factor_values=take(dataset.factor_values),
-            )
+        dataset = data_lib.load(config.dataset, split, data_dir=data_dir, num_examples=limit or None, **options)
         if len(dataset) < config.batch_size:
             raise ValueError(
                 f"batch_size {config.batch_size} is larger than the {split} split of {config.dataset} "
@@ -326,7 +318,7 @@ def train_and_evaluate(
         test += chunk_test
         extra += chunk_extra
         seconds += [chunk_seconds] * len(chunk)
-    total_steps = steps_per_epoch * config.num_epochs
+    total_steps = _total_steps(config, steps_per_epoch)
     results = {
         "experiment": config.experiment,
         "results": [

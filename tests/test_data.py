@@ -199,3 +199,21 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
 def test_environment_variable_points_at_the_shared_folder(shared_data, monkeypatch):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(shared_data))
     assert len(data.load("mnist", "test")) == 10_000
+
+
+def test_num_examples_keeps_a_fixed_random_subset_and_renders_only_it():
+    load, dsprites = data.load, data.dsprites
+    full = load("mnist_sample", "test", binarize="none")
+    part = load("mnist_sample", "test", binarize="none", num_examples=100)
+    again = load("mnist_sample", "test", binarize="none", num_examples=100)
+    assert len(part) == 100 and np.array_equal(part.images, again.images)
+    rows = [int(np.flatnonzero((full.images == img).all(axis=(1, 2, 3)))[0]) for img in part.images[:20]]
+    assert rows == sorted(rows) and rows[-1] > 20  # in dataset order, not the first 20
+    np.testing.assert_array_equal(part.labels[:20], full.labels[rows])
+    sprites = load("dsprites_correlated", "test", num_examples=50, source="render")
+    assert len(sprites) == 50
+    np.testing.assert_array_equal(sprites.images[..., 0], dsprites.render(sprites.factor_classes))
+    keep = dsprites.correlated_keep_mask()
+    assert not keep[dsprites.factor_index(sprites.factor_classes)].any()  # all held-out combinations
+    with pytest.raises(ValueError, match="num_examples"):
+        load("mnist_sample", "test", num_examples=0)

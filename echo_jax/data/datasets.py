@@ -199,21 +199,40 @@ def _dsprites_dataset(name: str, split: str, images: np.ndarray, classes: np.nda
     return ArrayDataset(name, split, images[..., None], None, "none", classes, values)
 
 
-def _load_dsprites(split: str, data_dir: Path, source: str) -> ArrayDataset:
-    # As in the original, the test split is the training set itself.
-    images, classes = _dsprites_all(data_dir, source)
-    return _dsprites_dataset("dsprites", split, images, classes)
+def random_subset(num_total: int, num_examples: int | None) -> np.ndarray | None:
+    """Sorted indices of a fixed random subset of `num_examples` out of `num_total` (None: all)."""
+    if num_examples is None or num_examples >= num_total:
+        return None
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be a positive number of examples, got {num_examples}.")
+    return np.sort(np.random.default_rng(0).choice(num_total, num_examples, replace=False))
 
 
-def _load_dsprites_correlated(
-    split: str, data_dir: Path, source: str, remove_prob: float, n_blocks: int, seed: int
-) -> ArrayDataset:
-    keep = dsprites.correlated_keep_mask(remove_prob, n_blocks, seed)
-    chosen = keep if split == "train" else ~keep
+def _dsprites_images(name: str, split: str, data_dir: Path, source: str, chosen: np.ndarray) -> ArrayDataset:
+    """The dSprites images of the boolean or index selection `chosen`, rendering only those when no
+    upstream file is used."""
     classes = dsprites.all_factor_classes()[chosen]
     upstream = source == "download" or (source == "auto" and any((data_dir / f).is_file() for f in DSPRITES_FILES))
     images = _dsprites_all(data_dir, source)[0][chosen] if upstream else dsprites.render(classes)
-    return _dsprites_dataset("dsprites_correlated", split, images, classes)
+    return _dsprites_dataset(name, split, images, classes)
+
+
+def _load_dsprites(split: str, data_dir: Path, source: str, num_examples: int | None) -> ArrayDataset:
+    # As in the original, the test split is the training set itself.
+    chosen = random_subset(dsprites.NUM_IMAGES, num_examples)
+    if chosen is None:
+        images, classes = _dsprites_all(data_dir, source)
+        return _dsprites_dataset("dsprites", split, images, classes)
+    return _dsprites_images("dsprites", split, data_dir, source, chosen)
+
+
+def _load_dsprites_correlated(
+    split: str, data_dir: Path, source: str, remove_prob: float, n_blocks: int, seed: int, num_examples: int | None
+) -> ArrayDataset:
+    keep = dsprites.correlated_keep_mask(remove_prob, n_blocks, seed)
+    chosen = np.flatnonzero(keep if split == "train" else ~keep)
+    subset = random_subset(len(chosen), num_examples)
+    return _dsprites_images("dsprites_correlated", split, data_dir, source, chosen if subset is None else chosen[subset])
 
 
 def mnist_sample_path() -> Path:
@@ -270,7 +289,14 @@ def available() -> tuple[str, ...]:
     return tuple(_SPECS)
 
 
-def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, **options: Any) -> ArrayDataset:
+def load(
+    name: str,
+    split: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    num_examples: int | None = None,
+    **options: Any,
+) -> ArrayDataset:
     """Load one split of a dataset.
 
     Datasets, splits and options (defaults first):
@@ -302,6 +328,8 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, **
       split: a split of that dataset.
       data_dir: the data folder; default $ECHO_JAX_DATA_DIR, else a per-user cache. Missing files
         are downloaded into it.
+      num_examples: keep a fixed random subset of this many examples (in dataset order); dSprites then
+        renders only those. None keeps the whole split.
       **options: dataset options, listed above.
 
     Returns:
@@ -332,5 +360,16 @@ def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None, **
                 f"Invalid {option}={value!r} for dataset {name!r}; valid values: {', '.join(map(repr, allowed))}{hint}."
             )
         resolved[option] = value
-    return spec.loader(split, resolve_data_dir(data_dir).resolve(), **resolved)
+    if num_examples is not None and (int(num_examples) != num_examples or num_examples < 1):
+        raise ValueError(f"num_examples must be a positive number of examples, got {num_examples!r}.")
+    folder = resolve_data_dir(data_dir).resolve()
+    if name.startswith("dsprites"):
+        return spec.loader(split, folder, num_examples=num_examples, **resolved)
+    dataset = spec.loader(split, folder, **resolved)
+    chosen = random_subset(len(dataset), num_examples)
+    if chosen is None:
+        return dataset
+    take = lambda a: None if a is None else a[chosen]
+    return dataclasses.replace(dataset, images=dataset.images[chosen], labels=take(dataset.labels),
+                               factor_classes=take(dataset.factor_classes), factor_values=take(dataset.factor_values))
 
