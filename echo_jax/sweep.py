@@ -16,6 +16,7 @@ same (replicated) data stream, the mesh spans all processes' devices, and only p
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable, Sequence
 
@@ -121,8 +122,15 @@ def _take(tree, index):
     return jax.tree.map(lambda x: x[index], tree)
 
 
+# Jitted so that splitting and stacking many-leaved states is one compiled program, not one per leaf.
+@jax.jit
 def _stack(trees: Sequence):
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _unstack(tree, num_models: int) -> list:
+    return [_take(tree, m) for m in range(num_models)]
 
 
 class Population:
@@ -143,7 +151,8 @@ class Population:
         if self.strategy == "sequential":
             self._train_step = jax.jit(train_step, donate_argnums=0)
             self._betas = list(betas)
-            self._states = [_take(jax.jit(init)(keys[m : m + 1]), 0) for m in range(self.num_models)]
+            self._states = _unstack(jax.jit(init)(keys), self.num_models)
+            self._metrics = [None] * self.num_models
             return
         devices = np.asarray(jax.devices())
         self.mesh = Mesh(devices, ("models",))
@@ -155,6 +164,7 @@ class Population:
         pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
         self._betas = jax.device_put(pad(betas), self._models)
         self._states = jax.jit(init, out_shardings=self._models)(jax.device_put(pad(keys), self._models))
+        self._metrics = None
         self._train_step = jax.jit(
             jax.vmap(train_step, in_axes=(0, None, 0)),
             in_shardings=(self._models, self._replicated, self._models),
@@ -167,16 +177,23 @@ class Population:
             return jax.make_array_from_process_local_data(self._replicated, np.asarray(batch))
         return batch
 
-    def step(self, batch: jax.Array) -> dict[str, jax.Array]:
-        """One update of every model on the same batch; returns metrics with a leading model axis."""
+    def step(self, batch: jax.Array) -> None:
+        """One update of every model on the same batch (asynchronous: nothing waits for the result)."""
         if self.strategy == "sequential":
-            metrics = []
             for m in range(self.num_models):
-                self._states[m], out = self._train_step(self._states[m], batch, self._betas[m])
-                metrics.append(out)
-            return _stack(metrics)
-        self._states, metrics = self._train_step(self._states, self._global(batch), self._betas)
-        return _take(metrics, slice(0, self.num_models))
+                self._states[m], self._metrics[m] = self._train_step(self._states[m], batch, self._betas[m])
+        else:
+            self._states, self._metrics = self._train_step(self._states, self._global(batch), self._betas)
+
+    def block_until_ready(self) -> None:
+        """Waits until every model's last step has finished (for timing)."""
+        jax.block_until_ready(self._states)
+
+    def last_metrics(self) -> dict[str, jax.Array]:
+        """The metrics of the last step, with a leading model axis (stacked only when asked for)."""
+        if self.strategy == "sequential":
+            return _stack(self._metrics)
+        return _take(self._metrics, slice(0, self.num_models))
 
     def evaluate(self, eval_step: Callable, batch: jax.Array, key: jax.Array):
         """``eval_step(params, batch, key, beta)`` for every model, stacked on the model axis."""
@@ -204,7 +221,7 @@ class Population:
     def load_states(self, stacked) -> None:
         """Replaces the states (e.g. from a checkpoint) with `stacked`, of the layout of `stacked_states`."""
         if self.strategy == "sequential":
-            self._states = [_take(jax.tree.map(jnp.asarray, stacked), m) for m in range(self.num_models)]
+            self._states = _unstack(jax.tree.map(jnp.asarray, stacked), self.num_models)
             return
         pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
         self._states = jax.device_put(jax.tree.map(lambda x: pad(jnp.asarray(x)), stacked), self._models)

@@ -376,12 +376,12 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
         # Every model sees the same data stream, set by config.seed (model seeds change init and noise).
         for batch in data_lib.batches(train_set, config.batch_size, seed=config.seed, epoch=epoch,
                                       start_step=in_epoch):
-            metrics = population.step(jnp.asarray(batch))
+            population.step(jnp.asarray(batch))
             step += 1
             if on_step is not None:
                 on_step(step)
             if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-                host = jax.device_get(metrics)
+                host = jax.device_get(population.last_metrics())
                 if not np.all(np.isfinite(host["loss"])):
                     bad = [runs[m] for m in np.flatnonzero(~np.isfinite(host["loss"]))]
                     raise FloatingPointError(
