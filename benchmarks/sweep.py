@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from echo_jax import defaults, sweep, train
+from echo_jax.networks import cpu_compiler_options
 
 BATCH = 100
 
@@ -59,7 +60,7 @@ def timed(step_all, data) -> float:
 
 
 def back_to_back(train_step, init, n: int, data) -> float:
-    step = jax.jit(train_step, donate_argnums=0)
+    step = jax.jit(train_step, donate_argnums=0, compiler_options=cpu_compiler_options())
     states = [jax.tree.map(lambda x: x[0], jax.jit(init)(jax.random.PRNGKey(m)[None])) for m in range(n)]
     beta = jnp.float32(1.0)
 
@@ -85,7 +86,8 @@ def population(train_step, init, n: int, data, strategy: str) -> float:
 def vmap_memory_mib(train_step, init, n: int) -> float:
     """XLA's planned memory for the vmapped step of n models (arguments, outputs and temporaries)."""
     states = jax.eval_shape(init, jax.ShapeDtypeStruct((n, 2), jnp.uint32))
-    step = jax.jit(jax.vmap(train_step, in_axes=(0, None, 0)), donate_argnums=0)
+    step = jax.jit(jax.vmap(train_step, in_axes=(0, None, 0)), donate_argnums=0,
+                   compiler_options=cpu_compiler_options())
     analysis = step.lower(states, jnp.zeros((BATCH, 28, 28, 1)), jnp.ones((n,))).compile().memory_analysis()
     if analysis is None:
         return float("nan")

@@ -8,6 +8,7 @@ independent dSprites factor distribution; for correlated dSprites, MIG is also c
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable
 
@@ -18,6 +19,7 @@ import numpy as np
 from echo_jax import metrics
 from echo_jax.data import ArrayDataset, dsprites
 from echo_jax.model import Autoencoder
+from echo_jax.networks import cpu_compiler_options
 
 REPRESENTATIONS = ("sample", "mean")
 
@@ -32,7 +34,7 @@ def make_represent(model: Autoencoder, params, key: jax.Array, representation: s
     if representation not in REPRESENTATIONS:
         raise ValueError(f"unknown representation {representation!r}; choose sample or mean")
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=cpu_compiler_options())
     def encode(images, call_key):
         head = model.apply({"params": params}, images, rngs={"noise": call_key}, method=Autoencoder.encode)
         return head.z if representation == "sample" else head.mean

@@ -25,7 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from echo_jax.networks import cpu_compiler_options
 
 STRATEGIES = ("auto", "vmap", "sequential")
 
@@ -53,7 +56,7 @@ def runs_of(config: ml_collections.ConfigDict) -> list[tuple[float, int]]:
 
 def device_memory_bytes() -> int:
     """Memory of one device: the allocator's limit on accelerators, available RAM on the CPU."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"])
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -67,7 +70,8 @@ def model_bytes(train_step: Callable, init: Callable, sample_batch: jax.Array, s
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     if resolve_strategy(strategy) == "sequential":
         return state_bytes
-    analysis = jax.jit(train_step).lower(state, sample_batch, jnp.float32(1.0)).compile().memory_analysis()
+    step = jax.jit(train_step, compiler_options=cpu_compiler_options())
+    analysis = step.lower(state, sample_batch, jnp.float32(1.0)).compile().memory_analysis()
     temp = getattr(analysis, "temp_size_in_bytes", 0) if analysis is not None else 0
     return 2 * state_bytes + temp
 
@@ -118,6 +122,13 @@ def resolve_strategy(strategy: str) -> str:
     return "sequential" if single_cpu else "vmap"
 
 
+def to_host(tree):
+    """Numpy copies of (possibly sharded, possibly multi-process) arrays, on every process."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
 def _take(tree, index):
     return jax.tree.map(lambda x: x[index], tree)
 
@@ -149,7 +160,7 @@ class Population:
         self.num_models = int(betas.shape[0])
         self.strategy = resolve_strategy(strategy)
         if self.strategy == "sequential":
-            self._train_step = jax.jit(train_step, donate_argnums=0)
+            self._train_step = jax.jit(train_step, donate_argnums=0, compiler_options=cpu_compiler_options())
             self._betas = list(betas)
             self._states = _unstack(jax.jit(init)(keys), self.num_models)
             self._metrics = [None] * self.num_models
@@ -170,6 +181,7 @@ class Population:
             in_shardings=(self._models, self._replicated, self._models),
             out_shardings=(self._models, self._models),
             donate_argnums=0,
+            compiler_options=cpu_compiler_options(),
         )
 
     def _global(self, batch):
@@ -206,10 +218,10 @@ class Population:
         cache = self.__dict__.setdefault("_eval_cache", {})
         if eval_step not in cache:
             if self.strategy == "sequential":
-                cache[eval_step] = jax.jit(eval_step)
+                cache[eval_step] = jax.jit(eval_step, compiler_options=cpu_compiler_options())
             else:
                 cache[eval_step] = jax.jit(jax.vmap(eval_step, in_axes=(0, None, None, 0)),
-                                           out_shardings=self._models)
+                                           out_shardings=self._models, compiler_options=cpu_compiler_options())
         return cache[eval_step]
 
     def stacked_states(self):

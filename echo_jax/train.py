@@ -238,7 +238,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                 f"workdir {workdir} holds another experiment's run (its config differs in: "
                 f"{', '.join(differing)}); use a new --workdir, or delete that one to start over"
             )
-    else:
+    elif jax.process_index() == 0:
         write_atomic(config_path, json.dumps(resolved, indent=2, sort_keys=True))
 
 
@@ -256,7 +256,7 @@ def evaluate(population: sweep.Population, eval_step, dataset, batch_size: int, 
         sums = population.evaluate(eval_step, jnp.asarray(batch), jax.random.fold_in(key, i))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         count += batch.shape[0]
-    means = jax.device_get(jax.tree.map(lambda x: x / count, totals))
+    means = sweep.to_host(jax.tree.map(lambda x: x / count, totals))
     return [
         {name: float(values[m]) for name, values in means.items()} for m in range(population.num_models)
     ]
@@ -357,11 +357,13 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
         logging.info("resumed %s at step %d of %d", checkpoint_path, step, total_steps)
 
     def save_checkpoint(at_step: int, elapsed: float, test=None, extra=None) -> None:
-        states = population.stacked_states()
-        if not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(states.params)):
-            raise FloatingPointError(f"parameters became non-finite by step {at_step}")
-        payload = {"states": serialization.to_state_dict(jax.device_get(states)), "step": at_step,
-                   "seconds": elapsed}
+        states = sweep.to_host(population.stacked_states())
+        if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
+            raise FloatingPointError(
+                f"parameters became non-finite by step {at_step}; the last good checkpoint is kept in "
+                f"{checkpoint_path}. Lower learning_rate or check the data."
+            )
+        payload = {"states": serialization.to_state_dict(states), "step": at_step, "seconds": elapsed}
         if test is not None:
             payload["test"], payload["extra"] = json.dumps(test), json.dumps(extra)
         if jax.process_index() == 0:
@@ -381,7 +383,7 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
             if on_step is not None:
                 on_step(step)
             if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-                host = jax.device_get(population.last_metrics())
+                host = sweep.to_host(population.last_metrics())
                 if not np.all(np.isfinite(host["loss"])):
                     bad = [runs[m] for m in np.flatnonzero(~np.isfinite(host["loss"]))]
                     raise FloatingPointError(

@@ -144,3 +144,44 @@ def test_sharded_sweep_on_four_devices_equals_unsharded():
     assert out["even"]["models"] == 4 and out["uneven"]["models"] == 3  # padding is dropped
     for case in out.values():
         assert case["max_param_diff"] < 1e-4 and case["loss_diff"] < 1e-2
+
+
+TWO_PROCESSES = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+    from echo_jax import defaults, train
+    from tests.helpers import tiny
+    config = tiny(defaults.rate_distortion_config(True), betas="0.5,2", iwae_samples=0)
+    results = train.train_and_evaluate(config, sys.argv[3])
+    print(json.dumps({"devices": jax.device_count(), "test": [r["test"] for r in results["results"]]}))
+    """
+)
+
+
+def test_two_processes_share_one_sweep(tmp_path):
+    # Two hosts simulated by two processes on loopback, one CPU device each: the model axis spans both,
+    # both see the same results, and only process 0 writes files.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    workdirs = [tmp_path / "p0", tmp_path / "p1"]
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, f"127.0.0.1:{port}", str(i), str(workdirs[i])],
+                              env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert results[0] == results[1] and results[0]["devices"] == 2
+    single = train.train_and_evaluate(tiny(defaults.rate_distortion_config(True), betas="0.5,2", iwae_samples=0),
+                                      str(tmp_path / "single"))
+    np.testing.assert_allclose(
+        [[t["rate"], t["distortion"]] for t in results[0]["test"]], _tests(single), rtol=2e-4, atol=1e-3)
+    assert (workdirs[0] / "results.json").exists() and not (workdirs[1] / "config.json").exists()
