@@ -77,7 +77,7 @@ def plot_rate_distortion(rows: list[dict], path: str) -> None:
         ax.plot(xs, level - xs, color="0.85", lw=0.8, zorder=0)
     ax.set_xlim(0, max(rates.max() * 1.1, 1.0))
     ax.set_ylim(max(0.0, dists.min() * 0.9), dists.max() * 1.1)
-    ax.set_xlabel("rate I(X;Z) (nats)")
+    ax.set_xlabel("rate (nats): exact I(X;Z) for echo, its KL upper bound otherwise")
     ax.set_ylabel("distortion (nats)")
     ax.set_title("Rate-distortion (test); labels are beta; grey: constant -ELBO")
     ax.legend(fontsize=8)

@@ -96,7 +96,11 @@ def _iterate(
 
 
 def eval_batches(dataset: ArrayDataset, batch_size: int) -> Iterator[np.ndarray]:
-    """The whole split in order, in full batches, binarized (if dynamic) with a fixed seed.
+    """The whole split in one fixed random order, in full batches, binarized (if dynamic) with a fixed seed.
+
+    The order is shuffled (as the original shuffles its test set before evaluating) because Echo noise is
+    built from the other members of a batch: a batch must be a sample of the split, not, say, one digit
+    of binarized MNIST's test set, which is sorted by class.
 
     Args:
       dataset: the split to serve.
@@ -109,4 +113,5 @@ def eval_batches(dataset: ArrayDataset, batch_size: int) -> Iterator[np.ndarray]
       ValueError: for a bad batch size.
     """
     count = num_batches(dataset, batch_size)
-    return _iterate(dataset, batch_size, None, count, (EVAL_SEED, _EVAL_BINARIZATION_STREAM), 0)
+    order = np.random.default_rng(EVAL_SEED).permutation(len(dataset))
+    return _iterate(dataset, batch_size, order, count, (EVAL_SEED, _EVAL_BINARIZATION_STREAM), 0)
