@@ -27,6 +27,7 @@ from absl import logging
 from flax import serialization
 
 from echo_jax import data as data_lib
+from echo_jax import disentanglement
 from echo_jax import model as model_lib
 from echo_jax import sweep
 from echo_jax.files import append_jsonl, write_atomic
@@ -300,8 +301,6 @@ def train_and_evaluate(
 
     final_eval = None
     if config.experiment == "disentanglement":
-        from echo_jax import disentanglement
-
         heldout = test_set if config.dataset == "dsprites_correlated" else None
         final_eval = lambda params: disentanglement.evaluate_model(model, params, config, heldout)
     test, seconds, extra = [], [], []
