@@ -47,6 +47,20 @@ def check_factors(factors: Any, num_points: int, name: str = "factors") -> np.nd
     return array
 
 
+def check_train_test(
+    codes: Any, factors: Any, codes_test: Any, factors_test: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checks a train and a test split of codes and factors, which must share their columns."""
+    codes = check_codes(codes)
+    factors = check_factors(factors, codes.shape[0])
+    codes_test = check_codes(codes_test, "codes_test")
+    factors_test = check_factors(factors_test, codes_test.shape[0], "factors_test")
+    if codes_test.shape[1] != codes.shape[1] or factors_test.shape[1] != factors.shape[1]:
+        raise ValueError("codes_test/factors_test must have the same columns as codes/factors; got "
+                         f"{codes_test.shape[1]}/{factors_test.shape[1]} vs {codes.shape[1]}/{factors.shape[1]}.")
+    return codes, factors, codes_test, factors_test
+
+
 def relabel(labels: np.ndarray, classes_from: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Maps each column of integer labels onto 0..C-1, as sklearn's label handling does.
 

@@ -101,13 +101,7 @@ def dci(codes: Any, factors: Any, codes_test: Any, factors_test: Any, *, l1_pena
       {"disentanglement", "completeness", "nrmse_train", "nrmse_test": scalars,
        "importance_matrix": (D, K)}.
     """
-    codes = _validation.check_codes(codes)
-    factors = _validation.check_factors(factors, codes.shape[0])
-    codes_test = _validation.check_codes(codes_test, "codes_test")
-    factors_test = _validation.check_factors(factors_test, codes_test.shape[0], "factors_test")
-    if codes_test.shape[1] != codes.shape[1] or factors_test.shape[1] != factors.shape[1]:
-        raise ValueError("codes_test/factors_test must have the same columns as codes/factors; got "
-                         f"{codes_test.shape[1]}/{factors_test.shape[1]} vs {codes.shape[1]}/{factors.shape[1]}.")
+    codes, factors, codes_test, factors_test = _validation.check_train_test(codes, factors, codes_test, factors_test)
     if factors.shape[1] < 2 or codes.shape[1] < 2:
         raise ValueError("dci needs at least 2 factors and 2 code dimensions (its entropies are taken "
                          f"in base K and base D); got K={factors.shape[1]}, D={codes.shape[1]}.")

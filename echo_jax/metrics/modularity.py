@@ -138,13 +138,7 @@ def modularity_explicitness(codes: Any, factors: Any, codes_test: Any, factors_t
     Returns:
       {"modularity", "explicitness_train", "explicitness_test"} as scalars.
     """
-    codes = _validation.check_codes(codes)
-    factors = _validation.check_factors(factors, codes.shape[0])
-    codes_test = _validation.check_codes(codes_test, "codes_test")
-    factors_test = _validation.check_factors(factors_test, codes_test.shape[0], "factors_test")
-    if codes_test.shape[1] != codes.shape[1] or factors_test.shape[1] != factors.shape[1]:
-        raise ValueError("codes_test/factors_test must have the same columns as codes/factors; got "
-                         f"{codes_test.shape[1]}/{factors_test.shape[1]} vs {codes.shape[1]}/{factors.shape[1]}.")
+    codes, factors, codes_test, factors_test = _validation.check_train_test(codes, factors, codes_test, factors_test)
     if factors.shape[1] < 2:
         raise ValueError(f"modularity needs at least 2 factors; got {factors.shape[1]}.")
     if not inverse_l2 > 0 or int(max_iterations) != max_iterations or max_iterations < 1:
