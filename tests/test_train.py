@@ -51,7 +51,7 @@ def test_resume_after_a_kill_gives_the_same_numbers(encoder, marginal, tmp_path)
     uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
 
     class Killed(Exception):
-        pass
+        """Stands for the run being killed."""
 
     def kill_at_step_5(step):
         if step == 5:
