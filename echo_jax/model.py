@@ -130,7 +130,7 @@ class Autoencoder(nn.Module):
         Returns:
           ``distortion`` (B,), ``rate`` (B,), ``log_p_x_given_z`` (B,), and for the Gaussian and IAF
           encoders ``log_q`` and ``log_p`` (B,) of the sample (for importance weighting); ``mmd`` () when
-          `with_mmd`.
+          `with_mmd`; ``tc`` and ``discriminator_loss`` () when `with_discriminator`.
         """
         head = self.encode(x)
         logits = self.decode(head.z)
