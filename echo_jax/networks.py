@@ -223,7 +223,19 @@ def _check_image_batch(x: jax.Array, module: str) -> None:
         raise ValueError(f"{module} expects images of shape (batch, height, width, channels), got shape {x.shape}")
 
 
-class Conv(nn.Module):
+class _ConvFields(nn.Module):
+    """The fields `Conv` and `ConvTranspose` share with their flax.linen counterparts."""
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    use_bias: bool = True
+    kernel_init: Initializer = keras_kernel_init
+    bias_init: Initializer = keras_bias_init
+
+
+class Conv(_ConvFields):
     """A 2-D convolution with `flax.linen.Conv`'s parameters and outputs, fast on XLA:CPU.
 
     Attributes:
@@ -235,14 +247,6 @@ class Conv(nn.Module):
       kernel_init: kernel initializer (Keras glorot-uniform).
       bias_init: bias initializer (zeros).
     """
-
-    features: int
-    kernel_size: int | Sequence[int]
-    strides: int | Sequence[int] = 1
-    padding: Padding = "SAME"
-    use_bias: bool = True
-    kernel_init: Initializer = keras_kernel_init
-    bias_init: Initializer = keras_bias_init
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -277,7 +281,7 @@ class Conv(nn.Module):
         return y
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_ConvFields):
     """A 2-D transposed convolution with `flax.linen.ConvTranspose`'s parameters and outputs.
 
     Same kernel layout (kh, kw, in, out), same names, same padding rules (`transpose_kernel=False`),
@@ -294,14 +298,6 @@ class ConvTranspose(nn.Module):
       kernel_init: kernel initializer (Keras glorot-uniform).
       bias_init: bias initializer (zeros).
     """
-
-    features: int
-    kernel_size: int | Sequence[int]
-    strides: int | Sequence[int] = 1
-    padding: Padding = "SAME"
-    use_bias: bool = True
-    kernel_init: Initializer = keras_kernel_init
-    bias_init: Initializer = keras_bias_init
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

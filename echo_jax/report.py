@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import defaultdict
@@ -55,14 +56,31 @@ def _by_method(rows):
     return out
 
 
-def plot_rate_distortion(rows: list[dict], path: str) -> None:
-    """Rate (x) against distortion (y), one line per method (seeds averaged), with -ELBO iso-lines."""
+@contextlib.contextmanager
+def _figure(path: str):
+    """An off-screen figure and axes, saved to `path` and closed on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    try:
+        yield ax
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_rate_distortion(rows: list[dict], path: str) -> None:
+    """Rate (x) against distortion (y), one line per method (seeds averaged), with -ELBO iso-lines."""
+    with _figure(path) as ax:
+        _draw_rate_distortion(ax, rows)
+
+
+def _draw_rate_distortion(ax, rows: list[dict]) -> None:
     curves = _by_method(rows)
     for (method, dataset), c in sorted(curves.items()):
         ax.plot(c["rate"], c["distortion"], "o-", label=f"{method} ({dataset})")
@@ -80,30 +98,17 @@ def plot_rate_distortion(rows: list[dict], path: str) -> None:
     ax.set_xlabel("rate (nats): exact I(X;Z) for echo, its KL upper bound otherwise")
     ax.set_ylabel("distortion (nats)")
     ax.set_title("Rate-distortion (test); labels are beta; grey: constant -ELBO")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_elbo_vs_beta(rows: list[dict], path: str) -> None:
     """-ELBO (= rate + distortion) against beta on a log axis, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for (method, dataset), c in sorted(_by_method(rows).items()):
-        ax.plot(c["beta"], c["neg_elbo"], "o-", label=f"{method} ({dataset})")
-    ax.set_xscale("log")
-    ax.set_xlabel("beta")
-    ax.set_ylabel("-ELBO = rate + distortion (nats)")
-    ax.set_title("Test -ELBO against beta")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with _figure(path) as ax:
+        for (method, dataset), c in sorted(_by_method(rows).items()):
+            ax.plot(c["beta"], c["neg_elbo"], "o-", label=f"{method} ({dataset})")
+        ax.set_xscale("log")
+        ax.set_xlabel("beta")
+        ax.set_ylabel("-ELBO = rate + distortion (nats)")
+        ax.set_title("Test -ELBO against beta")
 
 
 def write_report(out_dir: str, rows: list[dict] | dict, *, plots: bool = True) -> str:

@@ -159,6 +159,7 @@ class Population:
                  strategy: str = "auto"):
         self.num_models = int(betas.shape[0])
         self.strategy = resolve_strategy(strategy)
+        self._eval_cache: dict[Callable, Callable] = {}
         if self.strategy == "sequential":
             self._train_step = jax.jit(train_step, donate_argnums=0, compiler_options=cpu_compiler_options())
             self._betas = list(betas)
@@ -172,9 +173,8 @@ class Population:
         # Pad the model axis to a multiple of the device count with copies of the last model; their
         # results are dropped.
         self._padded = -(-self.num_models // devices.size) * devices.size
-        pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
-        self._betas = jax.device_put(pad(betas), self._models)
-        self._states = jax.jit(init, out_shardings=self._models)(jax.device_put(pad(keys), self._models))
+        self._betas = jax.device_put(self._pad(betas), self._models)
+        self._states = jax.jit(init, out_shardings=self._models)(jax.device_put(self._pad(keys), self._models))
         self._metrics = None
         self._train_step = jax.jit(
             jax.vmap(train_step, in_axes=(0, None, 0)),
@@ -215,7 +215,7 @@ class Population:
         return _take(jitted(self._states.params, self._global(batch), key, self._betas), slice(0, self.num_models))
 
     def _jitted_eval(self, eval_step: Callable):
-        cache = self.__dict__.setdefault("_eval_cache", {})
+        cache = self._eval_cache
         if eval_step not in cache:
             if self.strategy == "sequential":
                 cache[eval_step] = jax.jit(eval_step, compiler_options=cpu_compiler_options())
@@ -235,5 +235,8 @@ class Population:
         if self.strategy == "sequential":
             self._states = _unstack(jax.tree.map(jnp.asarray, stacked), self.num_models)
             return
-        pad = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
-        self._states = jax.device_put(jax.tree.map(lambda x: pad(jnp.asarray(x)), stacked), self._models)
+        self._states = jax.device_put(jax.tree.map(lambda x: self._pad(jnp.asarray(x)), stacked), self._models)
+
+    def _pad(self, x: jax.Array) -> jax.Array:
+        """`x` with its model axis padded to the device multiple by copies of its last entry."""
+        return jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
