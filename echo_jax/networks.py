@@ -14,17 +14,25 @@ forms that XLA:CPU runs well:
   computes all of them. XLA:CPU lowers the zero-inserting (lhs-dilated) convolution that
   `lax.conv_transpose` emits, and its gradient, to slow generic loops; the polyphase form costs what a
   stride-1 convolution costs, forward and backward.
-* The input gradient of a strided convolution is such a transposed convolution, so strided
-  convolutions get a custom VJP that computes it in the polyphase form.
+* The input gradient of a convolution is such a transposed convolution, so convolutions get a
+  custom VJP that computes it in the polyphase form.
+* The kernel gradient contracts the batch, so XLA:CPU transposes both operands batch-minor first;
+  it is computed over chunks of the batch small enough for those transposes to run in cache, and
+  the bias gradient is summed from the same chunks.
+* A convolution with one input channel (the encoder's first layer) is a matrix product with its
+  patches; one with one output channel (the decoder's last layer) applies every tap everywhere in
+  one matrix product and sums the shifted responses. Eigen's convolution runs both poorly (a
+  contraction over one channel, or a product with a single column).
 * A convolution whose window covers its whole input (the encoder's 7x7 VALID layer on a 7x7 map) and
   a transposed convolution of a 1x1 input (the decoder's first layer) are matrix products.
 
 On other backends (GPU, TPU) the native `lax` convolutions are used: their libraries handle strided
 and transposed convolutions directly.
 
-XLA:CPU (jaxlib 0.10) also hands 2-D convolutions to its YNNPACK library, which is 2-3x slower than
-its Eigen kernels on these layers, forward and backward; `cpu_compiler_options()` gives the
-`jax.jit` compiler options that keep convolutions on Eigen.
+XLA:CPU (jaxlib 0.10) also hands 2-D convolutions to its YNNPACK library, which runs them on one
+thread here: 2-3x slower than its multi-threaded Eigen kernels on these layers, forward and
+backward. `cpu_compiler_options()` gives the `jax.jit` compiler options that keep convolutions on
+Eigen.
 """
 
 from __future__ import annotations
@@ -150,8 +158,10 @@ def _phase_gather(kernel_size: int, stride: int, pad_low: int) -> tuple[np.ndarr
     return index, lo, hi
 
 
-def polyphase_conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads) -> jax.Array:
-    """`lax.conv_transpose(x, kernel, strides, pads)` (NHWC, HWIO) as one stride-1 convolution.
+def polyphase_conv_transpose(
+    x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads, bias: jax.Array | None = None
+) -> jax.Array:
+    """`lax.conv_transpose(x, kernel, strides, pads) + bias` (NHWC, HWIO) as one stride-1 convolution.
 
     The kernel is regrouped into a (window, window, in, s1*s2*out) kernel, one output block per
     phase, and the phases are interleaved by a depth-to-space reshape.
@@ -161,6 +171,7 @@ def polyphase_conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[
       kernel: (kh, kw, in_features, out_features), not flipped (`transpose_kernel=False`).
       strides: stride per spatial axis.
       pads: padding of the dilated input, one (low, high) pair per spatial axis.
+      bias: optional (out_features,) bias.
 
     Returns:
       (batch, out_height, out_width, out_features), equal to what `lax.conv_transpose` returns.
@@ -182,40 +193,174 @@ def polyphase_conv_transpose(x: jax.Array, kernel: jax.Array, strides: Sequence[
     grouped = padded[indices[0].reshape(-1)][:, indices[1].reshape(-1)]
     grouped = grouped.reshape(k1, s1, k2, s2, in_features, out_features)
     grouped = grouped.transpose(0, 2, 4, 1, 3, 5).reshape(k1, k2, in_features, s1 * s2 * out_features)
-    y = lax.conv_general_dilated(x, grouped, (1, 1), conv_pads, dimension_numbers=_DIMENSION_NUMBERS)
+    grouped_bias = None if bias is None else jnp.tile(bias, s1 * s2)  # one copy per phase block
+    y = _conv(x, grouped, grouped_bias, (1, 1), conv_pads)
     q1, q2 = y.shape[1:3]
     y = y.reshape(batch, q1, q2, s1, s2, out_features).transpose(0, 1, 3, 2, 4, 5)
     y = y.reshape(batch, q1 * s1, q2 * s2, out_features)
     return y[:, : out_sizes[0], : out_sizes[1]]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _strided_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], pads: Pads) -> jax.Array:
-    """A strided convolution whose input gradient is computed in the polyphase form."""
-    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
+# The kernel gradient is computed over chunks of the batch of about this many bytes (see
+# `_kernel_grad`).
+_KERNEL_GRAD_CHUNK_BYTES = 2 << 20
 
 
-def _strided_conv_fwd(x, kernel, strides, pads):
-    return _strided_conv(x, kernel, strides, pads), (x, kernel)
+def _batch_chunks(*arrays: jax.Array) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive batch chunks in which the largest array has about
+    _KERNEL_GRAD_CHUNK_BYTES."""
+    batch = arrays[0].shape[0]
+    example_bytes = max(max(1, math.prod(a.shape[1:]) * a.dtype.itemsize) for a in arrays)
+    size = max(1, min(batch, _KERNEL_GRAD_CHUNK_BYTES // example_bytes))
+    return [(start, min(start + size, batch)) for start in range(0, batch, size)]
 
 
-def _strided_conv_bwd(strides, pads, residuals, cotangent):
-    x, kernel = residuals
-    _, kernel_vjp = jax.vjp(
-        lambda k: lax.conv_general_dilated(x, k, strides, pads, dimension_numbers=_DIMENSION_NUMBERS), kernel
+def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
+    return y if bias is None else y + bias
+
+
+def _input_grad_pads(kernel_size, strides, pads: Pads, in_sizes, out_sizes) -> Pads:
+    """Dilated-input padding of the transposed convolution that is d conv(x) / d x."""
+    return tuple(
+        (k - 1 - low, n - 1 - (q - 1) * s + low)
+        for k, s, (low, _), n, q in zip(kernel_size, strides, pads, in_sizes, out_sizes)
     )
-    (kernel_grad,) = kernel_vjp(cotangent)
+
+
+def _kernel_and_bias_grads(x, cotangent, kernel_size, strides, pads: Pads, bias):
+    """Gradients of <conv(x, kernel, strides, pads) + bias, cotangent> for the kernel and the bias.
+
+    The kernel gradient is a convolution of the input with the cotangent that contracts the batch,
+    so XLA:CPU first transposes both batch-minor; transposes of arrays larger than the cache are
+    several times slower than those of arrays that fit, so the batch is cut into chunks and their
+    gradients summed. The bias gradient is summed from the same transposed chunks while they are in
+    cache (a sum over the whole cotangent runs as a slow windowed reduction on XLA:CPU).
+    """
+    # The padding that makes the correlation's output exactly the kernel's extent.
+    grad_pads = tuple(
+        (low, k + s * (q - 1) - n - low)
+        for k, s, (low, _), n, q in zip(kernel_size, strides, pads, x.shape[1:3], cotangent.shape[1:3])
+    )
+    kernel_grad = bias_grad = 0.0
+    for start, stop in _batch_chunks(x, cotangent):
+        lhs = x[start:stop].transpose(3, 1, 2, 0)  # (in, H, W, batch): batch as the contracted features
+        rhs = cotangent[start:stop].transpose(1, 2, 0, 3)  # (out H, out W, batch, out)
+        kernel_grad += lax.conv_general_dilated(
+            lhs, rhs, (1, 1), grad_pads, rhs_dilation=tuple(strides), dimension_numbers=_DIMENSION_NUMBERS
+        )
+        if bias is not None:
+            rows = rhs.reshape(-1, rhs.shape[-1])
+            bias_grad += jnp.ones(rows.shape[0], rows.dtype) @ rows
+    return kernel_grad.transpose(1, 2, 0, 3), None if bias is None else bias_grad
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, strides: tuple[int, int], pads: Pads) -> jax.Array:
+    """conv(x, kernel) + bias, with gradients computed in the forms above (polyphase, batch chunks)."""
+    return _add_bias(lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS), bias)
+
+
+def _conv_fwd(x, kernel, bias, strides, pads):
+    return _conv(x, kernel, bias, strides, pads), (x, kernel, bias)
+
+
+def _conv_bwd(strides, pads, residuals, cotangent):
+    x, kernel, bias = residuals
     # d conv / d x is the transposed convolution of the cotangent with the spatially flipped kernel,
     # in and out features swapped; its dilated-input padding restores the input's extent.
     flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    input_pads = tuple(
-        (k - 1 - low, n - 1 - (q - 1) * s + low)
-        for k, s, (low, _), n, q in zip(kernel.shape[:2], strides, pads, x.shape[1:3], cotangent.shape[1:3])
-    )
-    return polyphase_conv_transpose(cotangent, flipped, strides, input_pads), kernel_grad
+    input_pads = _input_grad_pads(kernel.shape[:2], strides, pads, x.shape[1:3], cotangent.shape[1:3])
+    input_grad = polyphase_conv_transpose(cotangent, flipped, strides, input_pads)
+    return (input_grad, *_kernel_and_bias_grads(x, cotangent, kernel.shape[:2], strides, pads, bias))
 
 
-_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _pad_spatial(x: jax.Array, pads: Pads) -> jax.Array:
+    """Pads (or, for negative pads, crops) the two spatial axes of an NHWC array."""
+    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((low, high, 0) for low, high in pads), (0, 0, 0)))
+
+
+def _taps(padded: jax.Array, kernel_size, out_size) -> list[jax.Array]:
+    """The stride-1 windows padded[:, i:i + out_h, j:j + out_w] of every kernel tap (i, j), row-major."""
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    return [padded[:, i : i + oh, j : j + ow] for i in range(kh) for j in range(kw)]
+
+
+def _out_size(x: jax.Array, kernel_size, pads: Pads) -> tuple[int, int]:
+    return tuple(n + low + high - k + 1 for n, k, (low, high) in zip(x.shape[1:3], kernel_size, pads))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_one_input_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, pads: Pads) -> jax.Array:
+    """A stride-1 convolution of a single-channel input, as a matrix product with its patches.
+
+    Eigen's convolution does poorly with one input channel, and the patches (one value per tap) are
+    small. They are built tap-major, so that each tap's window is one contiguous block.
+    """
+    padded = _pad_spatial(x, pads)[..., 0]
+    patches = jnp.stack(_taps(padded, kernel.shape[:2], _out_size(x, kernel.shape[:2], pads)))
+    return _add_bias(jnp.einsum("tnhw,to->nhwo", patches, kernel.reshape(-1, kernel.shape[-1])), bias)
+
+
+def _conv_one_input_channel_fwd(x, kernel, bias, pads):
+    return _conv_one_input_channel(x, kernel, bias, pads), (x, kernel, bias)
+
+
+def _conv_one_input_channel_bwd(pads, residuals, cotangent):
+    x, kernel, bias = residuals
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    input_pads = _input_grad_pads(kernel.shape[:2], (1, 1), pads, x.shape[1:3], cotangent.shape[1:3])
+    input_grad = _conv_one_output_channel(cotangent, flipped, None, input_pads)
+    return (input_grad, *_kernel_and_bias_grads(x, cotangent, kernel.shape[:2], (1, 1), pads, bias))
+
+
+_conv_one_input_channel.defvjp(_conv_one_input_channel_fwd, _conv_one_input_channel_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_one_output_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, pads: Pads) -> jax.Array:
+    """A stride-1 convolution to a single output channel: every tap applied everywhere, then summed.
+
+    One matrix product gives each tap's response at every position; the output sums those
+    responses along the kernel's diagonals (shifted slices), instead of Eigen's one-output-channel
+    convolution, which runs at matrix-vector speed.
+    """
+    kh, kw, in_features, _ = kernel.shape
+    responses = x @ kernel.reshape(kh * kw, in_features).T
+    # Each tap's window padded on its own: XLA fuses those pads into the sum.
+    windows = _taps(_pad_spatial(responses, pads), (kh, kw), _out_size(x, (kh, kw), pads))
+    return _add_bias(sum(window[..., tap] for tap, window in enumerate(windows))[..., None], bias)
+
+
+def _conv_one_output_channel_fwd(x, kernel, bias, pads):
+    return _conv_one_output_channel(x, kernel, bias, pads), (x, kernel, bias)
+
+
+def _conv_one_output_channel_bwd(pads, residuals, cotangent):
+    x, kernel, bias = residuals
+    kh, kw = kernel.shape[:2]
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    input_pads = _input_grad_pads((kh, kw), (1, 1), pads, x.shape[1:3], cotangent.shape[1:3])
+    input_grad = _conv_one_input_channel(cotangent, flipped, None, input_pads)
+    # Kernel gradient: the cotangent (one channel, so cheap to make batch-minor) correlated with the
+    # input as the filter (batch moved next to the channels: copies of whole channel rows), in batch
+    # chunks as in `_kernel_and_bias_grads`. It comes out spatially flipped.
+    (low_h, _), (low_w, _) = pads
+    (n_h, n_w), (q_h, q_w) = x.shape[1:3], cotangent.shape[1:3]
+    grad_pads = ((kh - 1 - low_h, n_h - q_h + low_h), (kw - 1 - low_w, n_w - q_w + low_w))
+    flipped_grad = 0.0
+    for start, stop in _batch_chunks(x):
+        flipped_grad += lax.conv_general_dilated(
+            cotangent[start:stop].transpose(3, 1, 2, 0), x[start:stop].transpose(1, 2, 0, 3), (1, 1), grad_pads,
+            dimension_numbers=_DIMENSION_NUMBERS,
+        )
+    kernel_grad = jnp.flip(flipped_grad[0], (0, 1))[..., None]
+    return input_grad, kernel_grad, None if bias is None else jnp.sum(cotangent, axis=(0, 1, 2))
+
+
+_conv_one_output_channel.defvjp(_conv_one_output_channel_fwd, _conv_one_output_channel_bwd)
 
 
 def _check_image_batch(x: jax.Array, module: str) -> None:
@@ -268,16 +413,19 @@ class Conv(_ConvFields):
             pads = tuple(lax.padtype_to_pads(x.shape[1:3], kernel_size, strides, self.padding))
         else:
             pads = tuple((int(low), int(high)) for low, high in self.padding)
+        bias = self.param("bias", self.bias_init, (self.features,), kernel.dtype) if self.use_bias else None
         whole_window = x.shape[1:3] == kernel_size and all(p == (0, 0) for p in pads)
-        if _fast_cpu_forms() and whole_window:
+        if not _fast_cpu_forms():
+            y = _add_bias(lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS), bias)
+        elif whole_window:
             # One output pixel that sees the whole input: a matrix product.
-            y = (x.reshape(x.shape[0], -1) @ kernel.reshape(-1, self.features))[:, None, None, :]
-        elif _fast_cpu_forms() and strides != (1, 1):
-            y = _strided_conv(x, kernel, strides, pads)
+            y = _add_bias((x.reshape(x.shape[0], -1) @ kernel.reshape(-1, self.features))[:, None, None, :], bias)
+        elif strides == (1, 1) and x.shape[-1] == 1:
+            y = _conv_one_input_channel(x, kernel, bias, pads)
+        elif strides == (1, 1) and self.features == 1:
+            y = _conv_one_output_channel(x, kernel, bias, pads)
         else:
-            y = lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,), kernel.dtype)
+            y = _conv(x, kernel, bias, strides, pads)
         return y
 
 
@@ -315,16 +463,15 @@ class ConvTranspose(_ConvFields):
         _check_padding(self.padding)
         kernel = self.param("kernel", self.kernel_init, kernel_size + (x.shape[-1], self.features))
         x = jnp.asarray(x, kernel.dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), kernel.dtype) if self.use_bias else None
         pads = conv_transpose_pads(kernel_size, strides, self.padding)
         if not _fast_cpu_forms():
-            y = lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
+            y = _add_bias(lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS), bias)
         elif x.shape[1:3] == (1, 1) and self.padding == "VALID":
             # Output pixel (i, j) of a single input pixel is that pixel times kernel tap (kh-1-i, kw-1-j).
-            y = jnp.einsum("bi,hwio->bhwo", x[:, 0, 0, :], jnp.flip(kernel, (0, 1)))
+            y = _add_bias(jnp.einsum("bi,hwio->bhwo", x[:, 0, 0, :], jnp.flip(kernel, (0, 1))), bias)
         else:
-            y = polyphase_conv_transpose(x, kernel, strides, pads)
-        if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,), kernel.dtype)
+            y = polyphase_conv_transpose(x, kernel, strides, pads, bias)
         return y
 
 

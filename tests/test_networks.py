@@ -142,14 +142,104 @@ def test_conv_matches_flax(input_hw, kernel, stride, padding, output_hw):
     assert y.shape == (2, *output_hw, OUT_FEATURES)
 
 
-def test_strided_conv_gradient_under_vmap_and_jit():
-    # Sweeps vmap the train step over stacked parameters: the custom input gradient must batch.
-    ours = networks.Conv(OUT_FEATURES, 5, 2, "SAME")
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 14, 14, IN_FEATURES)), jnp.float32)
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), random_params(5, 1), random_params(5, 2))
+def random_conv(in_features: int, out_features: int, kernel_size: int, input_hw, batch: int, seed: int):
+    """Input, kernel and non-zero bias of one convolution, drawn with numpy."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(batch, *input_hw, in_features)), jnp.float32)
+    kernel = rng.normal(size=(kernel_size, kernel_size, in_features, out_features)) / kernel_size
+    params = {"params": {"kernel": jnp.asarray(kernel, jnp.float32),
+                         "bias": jnp.asarray(rng.normal(size=out_features), jnp.float32)}}
+    return x, params
+
+
+# Convolutions with one input or one output channel (the paper's first and last layers) have forms of
+# their own; explicit paddings cover asymmetric and negative transposed paddings in their gradients.
+SINGLE_CHANNEL_CONVS = [
+    pytest.param(1, OUT_FEATURES, 5, "SAME", id="one-input-channel-k5-same"),
+    pytest.param(IN_FEATURES, 1, 5, "SAME", id="one-output-channel-k5-same"),
+    pytest.param(1, OUT_FEATURES, 4, ((3, 0), (1, 2)), id="one-input-channel-k4-explicit"),
+    pytest.param(IN_FEATURES, 1, 3, "VALID", id="one-output-channel-k3-valid"),
+    pytest.param(1, 1, 3, ((2, 2), (0, 1)), id="one-in-one-out-k3-explicit"),
+]
+
+
+@pytest.mark.parametrize("in_features, out_features, kernel, padding", SINGLE_CHANNEL_CONVS)
+def test_single_channel_conv_matches_flax(in_features, out_features, kernel, padding):
+    x, params = random_conv(in_features, out_features, kernel, (9, 8), batch=3, seed=4)
+    pads = padding if isinstance(padding, str) else tuple(padding)
+    ours, reference = networks.Conv(out_features, kernel, 1, pads), nn.Conv(out_features, (kernel, kernel), 1, pads)
+    cotangent = jnp.asarray(
+        np.random.default_rng(5).normal(size=jax.eval_shape(reference.apply, params, x).shape), jnp.float32
+    )
+    y, (param_grads, input_grad) = outputs_and_vjp(ours, params, x, cotangent)
+    y_ref, (ref_param_grads, ref_input_grad) = outputs_and_vjp(reference, params, x, cotangent)
+    assert_close(y, y_ref, "output")
+    assert_close(input_grad, ref_input_grad, "input gradient")
+    for name in ("kernel", "bias"):
+        assert_close(param_grads["params"][name], ref_param_grads["params"][name], f"{name} gradient")
+
+
+@pytest.mark.parametrize(
+    "module, reference, input_hw",
+    [
+        pytest.param(networks.Conv(OUT_FEATURES, 5, 1, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 1, "SAME"), (6, 6),
+                     id="conv-s1"),
+        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7),
+                     id="conv-s2-odd"),
+        pytest.param(networks.Conv(1, 3, 1, "SAME"), nn.Conv(1, (3, 3), 1, "SAME"), (6, 6), id="one-output-channel"),
+        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
+                     nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (4, 4), id="conv-transpose-s2"),
+    ],
+)
+def test_kernel_gradient_summed_over_batch_chunks(monkeypatch, module, reference, input_hw):
+    # Chunks of one or two examples (and an uneven last chunk) give the gradients of the whole batch.
+    monkeypatch.setattr(networks, "_KERNEL_GRAD_CHUNK_BYTES", 2 * 4 * OUT_FEATURES * input_hw[0] * input_hw[1])
+    in_features = IN_FEATURES
+    x, params = random_conv(in_features, module.features, 5 if module.features > 1 else 3, input_hw, 5, seed=6)
+    assert len(networks._batch_chunks(x, jnp.zeros(x.shape[:3] + (OUT_FEATURES,)))) >= 3
+    cotangent = jnp.asarray(
+        np.random.default_rng(7).normal(size=jax.eval_shape(reference.apply, params, x).shape), jnp.float32
+    )
+    (_, (grads, input_grad)), (_, (ref_grads, ref_input_grad)) = (
+        outputs_and_vjp(module, params, x, cotangent), outputs_and_vjp(reference, params, x, cotangent))
+    assert_close(input_grad, ref_input_grad, "input gradient")
+    for name in ("kernel", "bias"):
+        assert_close(grads["params"][name], ref_grads["params"][name], f"{name} gradient")
+
+
+def test_conv_without_bias_has_only_a_kernel():
+    x, params = random_conv(IN_FEATURES, OUT_FEATURES, 5, (6, 6), batch=2, seed=8)
+    params = {"params": {"kernel": params["params"]["kernel"]}}
+    for ours, reference in [
+        (networks.Conv(OUT_FEATURES, 5, 2, use_bias=False), nn.Conv(OUT_FEATURES, (5, 5), 2, use_bias=False)),
+        (networks.ConvTranspose(OUT_FEATURES, 5, 2, use_bias=False),
+         nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), use_bias=False)),
+    ]:
+        assert jax.tree.structure(ours.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(params)
+        cotangent = jnp.ones(jax.eval_shape(reference.apply, params, x).shape)
+        (y, (grads, _)), (y_ref, (ref_grads, _)) = (
+            outputs_and_vjp(ours, params, x, cotangent), outputs_and_vjp(reference, params, x, cotangent))
+        assert_close(y, y_ref, "output")
+        assert_close(grads["params"]["kernel"], ref_grads["params"]["kernel"], "kernel gradient")
+
+
+@pytest.mark.parametrize(
+    "module, kernel, in_features",
+    [
+        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), 5, IN_FEATURES, id="strided"),
+        pytest.param(networks.Conv(OUT_FEATURES, 3, 1, "SAME"), 3, 1, id="one-input-channel"),
+        pytest.param(networks.Conv(1, 3, 1, "SAME"), 3, IN_FEATURES, id="one-output-channel"),
+        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"), 5, IN_FEATURES, id="transposed"),
+    ],
+)
+def test_custom_gradients_under_vmap_and_jit(module, kernel, in_features):
+    # Sweeps vmap the train step over stacked parameters: every custom gradient must batch.
+    x, first = random_conv(in_features, module.features, kernel, (6, 6), batch=2, seed=1)
+    _, second = random_conv(in_features, module.features, kernel, (6, 6), batch=2, seed=2)
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), first, second)
 
     def loss(params, x):
-        return jnp.sum(jnp.sin(ours.apply(params, x)))
+        return jnp.sum(jnp.sin(module.apply(params, x)))
 
     batched = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None)))(stacked, x)
     for m in range(2):
