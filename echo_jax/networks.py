@@ -329,9 +329,15 @@ def _conv_one_output_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | 
     """
     kh, kw, in_features, _ = kernel.shape
     responses = x @ kernel.reshape(kh * kw, in_features).T
-    # Each tap's window padded on its own: XLA fuses those pads into the sum.
-    windows = _taps(_pad_spatial(responses, pads), (kh, kw), _out_size(x, (kh, kw), pads))
-    return _add_bias(sum(window[..., tap] for tap, window in enumerate(windows))[..., None], bias)
+    # Tap (i, j)'s window of the padded responses, as a pad (or crop) of that tap's responses: XLA
+    # fuses these pads into the sum instead of writing out the padded responses.
+    (low_h, high_h), (low_w, high_w) = pads
+    windows = [
+        _pad_spatial(responses[..., i * kw + j, None], ((low_h - i, high_h - (kh - 1 - i)), (low_w - j, high_w - (kw - 1 - j))))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return _add_bias(sum(windows), bias)
 
 
 def _conv_one_output_channel_fwd(x, kernel, bias, pads):
