@@ -6,8 +6,9 @@ run and interleaved (other processes may share the CPU, so each variant is timed
 interleaved blocks and the minimum and median per-step times are reported):
 
 * JAX, the conv model written with plain `flax.linen.Conv` / `flax.linen.ConvTranspose`;
-* JAX, the conv model of `echo_jax.networks` (polyphase transposed convs, matrix-product 7x7
-  layers, polyphase input gradient of strided convs);
+* JAX, the conv model of `echo_jax.networks` (polyphase transposed convs and input gradients,
+  kernel gradients over cache-sized batch chunks, matrix-product forms of the one-channel and 7x7
+  layers);
 * each of the two with and without `echo_jax.networks.cpu_compiler_options()` on `jax.jit`;
 * PyTorch eager, the same conv model (checked to compute the same function with the same weights);
 * the MLP model (784-500-500, latent 32) in JAX and in PyTorch eager.
@@ -124,8 +125,9 @@ def torch_models(torch):
     class ConvVAE(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.enc = tnn.ModuleList([tnn.Conv2d(1, 32, 5), tnn.Conv2d(32, 32, 5, 2), tnn.Conv2d(32, 64, 5),
-                                       tnn.Conv2d(64, 64, 5, 2), tnn.Conv2d(64, 256, 7)])
+            self.enc = tnn.ModuleList([tnn.Conv2d(1, 32, 5, padding=2), tnn.Conv2d(32, 32, 5, 2),
+                                       tnn.Conv2d(32, 64, 5, padding=2), tnn.Conv2d(64, 64, 5, 2),
+                                       tnn.Conv2d(64, 256, 7)])
             self.mean, self.log_var = tnn.Linear(256, LATENT), tnn.Linear(256, LATENT)
             # Paddings chosen so that every layer is the JAX layer with a spatially flipped kernel.
             self.dec = tnn.ModuleList([
@@ -135,8 +137,8 @@ def torch_models(torch):
             self.out = tnn.Conv2d(32, 1, 5, padding=2)
 
         def encode(self, x):
-            # TF/JAX 'SAME': (2, 2) for stride 1, (1, 2) for stride 2 on even sizes.
-            for conv, pads in zip(self.enc, [(2, 2, 2, 2), (1, 2, 1, 2), (2, 2, 2, 2), (1, 2, 1, 2), None]):
+            # TF/JAX 'SAME': (2, 2) for stride 1 (the layer's own padding), (1, 2) for stride 2 on even sizes.
+            for conv, pads in zip(self.enc, [None, (1, 2, 1, 2), None, (1, 2, 1, 2), None]):
                 x = F.relu(conv(F.pad(x, pads) if pads else x))
             x = x.flatten(1)
             return self.mean(x), self.log_var(x)
