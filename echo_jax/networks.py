@@ -282,16 +282,6 @@ def _pad_spatial(x: jax.Array, pads: Pads) -> jax.Array:
     return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((low, high, 0) for low, high in pads), (0, 0, 0)))
 
 
-def _taps(padded: jax.Array, kernel_size, out_size) -> list[jax.Array]:
-    """The stride-1 windows padded[:, i:i + out_h, j:j + out_w] of every kernel tap (i, j), row-major."""
-    (kh, kw), (oh, ow) = kernel_size, out_size
-    return [padded[:, i : i + oh, j : j + ow] for i in range(kh) for j in range(kw)]
-
-
-def _out_size(x: jax.Array, kernel_size, pads: Pads) -> tuple[int, int]:
-    return tuple(n + low + high - k + 1 for n, k, (low, high) in zip(x.shape[1:3], kernel_size, pads))
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _conv_one_input_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, pads: Pads) -> jax.Array:
     """A stride-1 convolution of a single-channel input, as a matrix product with its patches.
@@ -299,8 +289,10 @@ def _conv_one_input_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | N
     Eigen's convolution does poorly with one input channel, and the patches (one value per tap) are
     small. They are built tap-major, so that each tap's window is one contiguous block.
     """
+    kh, kw = kernel.shape[:2]
     padded = _pad_spatial(x, pads)[..., 0]
-    patches = jnp.stack(_taps(padded, kernel.shape[:2], _out_size(x, kernel.shape[:2], pads)))
+    oh, ow = padded.shape[1] - kh + 1, padded.shape[2] - kw + 1
+    patches = jnp.stack([padded[:, i : i + oh, j : j + ow] for i, j in np.ndindex(kh, kw)])
     return _add_bias(jnp.einsum("tnhw,to->nhwo", patches, kernel.reshape(-1, kernel.shape[-1])), bias)
 
 

@@ -39,10 +39,8 @@ def outputs_and_vjp(module: nn.Module, params, x: jax.Array, cotangent: jax.Arra
     return y, vjp(cotangent)
 
 
-def check_against_flax(ours: nn.Module, reference: nn.Module, input_hw: tuple[int, int], seed: int = 0):
-    rng = np.random.default_rng(seed + 10)
-    x = jnp.asarray(rng.normal(size=(2, *input_hw, IN_FEATURES)), jnp.float32)
-    params = random_params(reference.kernel_size[0], seed)
+def compare_with_flax(ours: nn.Module, reference: nn.Module, x: jax.Array, params, rng: np.random.Generator):
+    """Asserts equal outputs and input, kernel and bias gradients for a random cotangent; returns ours."""
     y_shape = jax.eval_shape(reference.apply, params, x).shape
     cotangent = jnp.asarray(rng.normal(size=y_shape), jnp.float32)
     y, (param_grads, input_grad) = outputs_and_vjp(ours, params, x, cotangent)
@@ -51,7 +49,14 @@ def check_against_flax(ours: nn.Module, reference: nn.Module, input_hw: tuple[in
     assert_close(input_grad, ref_input_grad, "input gradient")
     assert_close(param_grads["params"]["kernel"], ref_param_grads["params"]["kernel"], "kernel gradient")
     assert_close(param_grads["params"]["bias"], ref_param_grads["params"]["bias"], "bias gradient")
-    return x, params, y
+    return y
+
+
+def check_against_flax(ours: nn.Module, reference: nn.Module, input_hw: tuple[int, int], seed: int = 0):
+    rng = np.random.default_rng(seed + 10)
+    x = jnp.asarray(rng.normal(size=(2, *input_hw, IN_FEATURES)), jnp.float32)
+    params = random_params(reference.kernel_size[0], seed)
+    return x, params, compare_with_flax(ours, reference, x, params, rng)
 
 
 # Every transposed convolution of the decoders: (input size, kernel, stride, padding, output size).
@@ -168,15 +173,7 @@ def test_single_channel_conv_matches_flax(in_features, out_features, kernel, pad
     x, params = random_conv(in_features, out_features, kernel, (9, 8), batch=3, seed=4)
     pads = padding if isinstance(padding, str) else tuple(padding)
     ours, reference = networks.Conv(out_features, kernel, 1, pads), nn.Conv(out_features, (kernel, kernel), 1, pads)
-    cotangent = jnp.asarray(
-        np.random.default_rng(5).normal(size=jax.eval_shape(reference.apply, params, x).shape), jnp.float32
-    )
-    y, (param_grads, input_grad) = outputs_and_vjp(ours, params, x, cotangent)
-    y_ref, (ref_param_grads, ref_input_grad) = outputs_and_vjp(reference, params, x, cotangent)
-    assert_close(y, y_ref, "output")
-    assert_close(input_grad, ref_input_grad, "input gradient")
-    for name in ("kernel", "bias"):
-        assert_close(param_grads["params"][name], ref_param_grads["params"][name], f"{name} gradient")
+    compare_with_flax(ours, reference, x, params, np.random.default_rng(5))
 
 
 @pytest.mark.parametrize(
@@ -194,17 +191,9 @@ def test_single_channel_conv_matches_flax(in_features, out_features, kernel, pad
 def test_kernel_gradient_summed_over_batch_chunks(monkeypatch, module, reference, input_hw):
     # Chunks of one or two examples (and an uneven last chunk) give the gradients of the whole batch.
     monkeypatch.setattr(networks, "_KERNEL_GRAD_CHUNK_BYTES", 2 * 4 * OUT_FEATURES * input_hw[0] * input_hw[1])
-    in_features = IN_FEATURES
-    x, params = random_conv(in_features, module.features, 5 if module.features > 1 else 3, input_hw, 5, seed=6)
+    x, params = random_conv(IN_FEATURES, module.features, 5 if module.features > 1 else 3, input_hw, 5, seed=6)
     assert len(networks._batch_chunks(x, jnp.zeros(x.shape[:3] + (OUT_FEATURES,)))) >= 3
-    cotangent = jnp.asarray(
-        np.random.default_rng(7).normal(size=jax.eval_shape(reference.apply, params, x).shape), jnp.float32
-    )
-    (_, (grads, input_grad)), (_, (ref_grads, ref_input_grad)) = (
-        outputs_and_vjp(module, params, x, cotangent), outputs_and_vjp(reference, params, x, cotangent))
-    assert_close(input_grad, ref_input_grad, "input gradient")
-    for name in ("kernel", "bias"):
-        assert_close(grads["params"][name], ref_grads["params"][name], f"{name} gradient")
+    compare_with_flax(module, reference, x, params, np.random.default_rng(7))
 
 
 def test_conv_without_bias_has_only_a_kernel():
