@@ -6,6 +6,7 @@ Every field is documented here, once. Overrides on the command line: ``--config.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
@@ -45,11 +46,14 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.discriminator_learning_rate = 1e-4
 
     # Objective: distortion + beta * rate (+ mmd_weight * mmd). betas: "0.1,0.3,1" trains one model per
-    # beta in one program (a sweep); num_seeds > 1 adds seeds seed, seed+1, ... for every beta.
+    # beta in one program (a sweep); num_seeds > 1 adds seeds seed, seed+1, ... for every beta (a model's
+    # seed sets its initialisation and noise). data_seed sets the data stream (batch order, dynamic
+    # binarization) that all of the run's models share; unset, it is `seed`.
     c.beta = 1.0
     c.betas = ""
     c.num_seeds = 1
     c.seed = 0
+    c.data_seed = config_dict.placeholder(int)
 
     # Optimisation: Adam with Keras's defaults; lr_schedule: linear_decay (intended: constant for the
     # first half of training, then linearly to 0) | as_coded (the original's, which drops to 1% at the
@@ -64,7 +68,7 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     # Evaluation, logging, checkpoints. iwae_samples > 0 adds an importance-sampled log-likelihood bound
     # (Gaussian and IAF encoders). sweep_strategy: auto | vmap | sequential (see echo_jax.sweep).
     c.eval_every_epochs = 10
-    c.iwae_samples = 100
+    c.iwae_samples = 100  # at the final evaluation only
     c.log_every_steps = 100
     c.checkpoint_every_steps = 0  # 0 -> at the end of every epoch
     c.sweep_strategy = "auto"
@@ -131,3 +135,50 @@ def variant(arg: str | None) -> bool:
     if arg == "quick":
         return True
     raise ValueError(f"unknown config variant {arg!r}; use 'file.py' (full protocol) or 'file.py:quick'")
+
+
+RATE_DISTORTION_CONFIGS = ("echo", "echo_tanh64", "echo_linear", "vae", "info_vae", "vae_maf", "vae_vamp",
+                           "iaf_prior", "iaf_prior_mmd", "iaf_maf", "iaf_vamp")
+
+
+def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_overrides: dict):
+    """The paper's claims as a campaign (see `echo_jax.campaign`), in priority order:
+
+    A. binarized MNIST, echo and vae, beta in {1, 0.5, 2, 0.25, 4}, seeds 0-2;
+    B. binarized MNIST, beta = 1, all 11 rate-distortion configs, seeds 0-2;
+    C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
+    D. dSprites and correlated dSprites: echo, vae and echo with a TC penalty (tc_weight 10) at beta 1,
+       seeds 0-2, disentanglement metrics at the protocol's sample sizes.
+
+    Args:
+      name: the campaign's name (its results folder).
+      quick: build on the configs' quick (MLP) variants instead of their full protocol.
+      overrides: set on every rate-distortion run (groups A-C).
+      dsprites_overrides: set on every disentanglement run (group D).
+    """
+    from echo_jax.campaign import group  # the campaign machinery imports this module
+
+    arg = ":quick" if quick else ""
+    rd = lambda config: (config, f"rate_distortion/{config}.py{arg}")
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.overrides = {}
+    seeds = (0, 1, 2)
+    c.groups = (
+        group("A", [rd("echo"), rd("vae")], betas=(1, 0.5, 2, 0.25, 4), seeds=seeds,
+              overrides={**overrides, "dataset": "binary_mnist"},
+              description="binarized MNIST, echo and vae, five betas"),
+        group("B", [rd(m) for m in RATE_DISTORTION_CONFIGS], betas=(1,), seeds=seeds,
+              overrides={**overrides, "dataset": "binary_mnist"},
+              description="binarized MNIST, beta = 1, all rate-distortion configs"),
+        group("C", [(m, f"rate_distortion/{m}.py{arg}", {"dataset": d}) for d in ("omniglot", "fashion_mnist")
+                    for m in ("echo", "vae")], betas=(1, 0.5, 2), seeds=seeds, overrides=overrides,
+              description="Omniglot and Fashion-MNIST, echo and vae, three betas"),
+        group("D", [(m, f"disentanglement/{config}.py{arg}", {"dataset": d, **extra})
+                    for d in ("dsprites", "dsprites_correlated")
+                    for m, config, extra in (("echo", "echo", {}), ("vae", "vae", {}),
+                                             ("echo_tc10", "echo", {"tc_weight": 10.0}))],
+              betas=(1,), seeds=seeds, overrides=dsprites_overrides,
+              description="dSprites and correlated dSprites at beta = 1, with and without a TC penalty"),
+    )
+    return c

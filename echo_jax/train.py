@@ -35,6 +35,10 @@ from echo_jax.files import append_jsonl, write_atomic
 LR_SCHEDULES = ("linear_decay", "as_coded", "constant")
 
 
+class RunInterrupted(Exception):
+    """Raised when a run is asked to stop (``should_stop``) after saving a checkpoint to resume from."""
+
+
 @flax.struct.dataclass
 class TrainState:
     """Everything a model's training needs; a pytree, so states stack on a leading (beta) axis.
@@ -264,7 +268,11 @@ def evaluate(population: sweep.Population, eval_step, dataset, batch_size: int, 
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, on_step: Callable[[int], None] | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    on_step: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict:
     """Trains every (beta, seed) model of the config on the same data stream and evaluates it.
 
@@ -272,6 +280,8 @@ def train_and_evaluate(
       config: see `echo_jax.defaults.rate_distortion_config`.
       workdir: where the run's files go; an existing run there of the same config is resumed.
       on_step: called with the step number after every update (progress hooks, tests).
+      should_stop: asked after every update; when it answers True the run saves a checkpoint at that
+        step and raises `RunInterrupted` (rerunning the work directory resumes there).
 
     Returns:
       The content of results.json.
@@ -297,7 +307,10 @@ def train_and_evaluate(
     chunk_size = config.models_per_program or sweep.models_per_program(
         train_step, init, sample, len(runs), config.sweep_strategy
     )
-    eval_step = make_eval_step(model, **weights, iwae_samples=config.iwae_samples if config.encoder != "echo" else 0)
+    # The IWAE bound costs iwae_samples forward passes: only the final evaluation computes it.
+    eval_step = make_eval_step(model, **weights)
+    iwae_samples = config.iwae_samples if config.encoder != "echo" else 0
+    final_eval_step = make_eval_step(model, **weights, iwae_samples=iwae_samples) if iwae_samples else eval_step
 
     final_eval = None
     if config.experiment == "disentanglement":
@@ -311,8 +324,8 @@ def train_and_evaluate(
         population = sweep.Population(train_step, init, keys, betas, strategy=config.sweep_strategy)
         name = "checkpoint.msgpack" if chunk_size >= len(runs) else f"checkpoint-{first // chunk_size}.msgpack"
         chunk_test, chunk_extra, chunk_seconds = _train_population(
-            config, workdir, population, chunk, eval_step, train_set, test_set, os.path.join(workdir, name),
-            on_step, final_eval,
+            config, workdir, population, chunk, (eval_step, final_eval_step), train_set, test_set,
+            os.path.join(workdir, name), on_step, should_stop, final_eval,
         )
         test += chunk_test
         extra += chunk_extra
@@ -334,14 +347,15 @@ def train_and_evaluate(
     return results
 
 
-def _train_population(config, workdir, population, runs, eval_step, train_set, test_set, checkpoint_path,
-                      on_step, final_eval) -> tuple[list[dict], list[dict], float]:
+def _train_population(config, workdir, population, runs, eval_steps, train_set, test_set, checkpoint_path,
+                      on_step, should_stop, final_eval) -> tuple[list[dict], list[dict], float]:
     """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
 
     Returns:
       The test terms of every model, each model's extra results (``final_eval(params)`` under the
       experiment's name, or nothing), and the seconds the population's training and evaluation took.
     """
+    eval_step, final_eval_step = eval_steps
     steps_per_epoch = data_lib.num_batches(train_set, config.batch_size)
     total_steps = _total_steps(config, steps_per_epoch)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -369,13 +383,14 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
             write_atomic(checkpoint_path, serialization.msgpack_serialize(payload))
 
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
-    eval_key = jax.random.PRNGKey(config.seed + 12)  # fixed: evaluation noise is the same at every eval
+    data_seed = data_seed_of(config)
+    eval_key = jax.random.PRNGKey(data_seed + 12)  # fixed: evaluation noise is the same at every eval
     start = time.perf_counter() - seconds
     last_good = step
     while step < total_steps:
         epoch, in_epoch = divmod(step, steps_per_epoch)
-        # Every model sees the same data stream, set by config.seed (model seeds change init and noise).
-        for batch in data_lib.batches(train_set, config.batch_size, seed=config.seed, epoch=epoch,
+        # Every model sees the same data stream, set by the data seed (model seeds change init and noise).
+        for batch in data_lib.batches(train_set, config.batch_size, seed=data_seed, epoch=epoch,
                                       start_step=in_epoch):
             population.step(jnp.asarray(batch))
             step += 1
@@ -401,6 +416,10 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
             if step % checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(step, time.perf_counter() - start)
                 last_good = step
+            if should_stop is not None and step < total_steps and should_stop():
+                if last_good != step:
+                    save_checkpoint(step, time.perf_counter() - start)
+                raise RunInterrupted(f"stopped at step {step} of {total_steps}; rerun to resume from {checkpoint_path}")
             if step % steps_per_epoch == 0 or step == total_steps:
                 break
         epoch_done = step // steps_per_epoch
@@ -408,7 +427,7 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
             _log_test(metrics_path, step, steps_per_epoch, runs,
                       evaluate(population, eval_step, test_set, config.batch_size, eval_key))
 
-    test = evaluate(population, eval_step, test_set, config.batch_size, eval_key)
+    test = evaluate(population, final_eval_step, test_set, config.batch_size, eval_key)
     _log_test(metrics_path, step, steps_per_epoch, runs, test)
     extra = [{} for _ in runs]
     if final_eval is not None:
@@ -417,6 +436,12 @@ def _train_population(config, workdir, population, runs, eval_step, train_set, t
     seconds = time.perf_counter() - start
     save_checkpoint(step, seconds, test=test, extra=extra)
     return test, extra, seconds
+
+
+def data_seed_of(config: ml_collections.ConfigDict) -> int:
+    """The seed of the run's data stream (order and binarization of the batches): data_seed, else seed."""
+    data_seed = config.get("data_seed")
+    return config.seed if data_seed is None else data_seed
 
 
 def _total_steps(config, steps_per_epoch: int) -> int:

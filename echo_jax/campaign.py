@@ -1,0 +1,432 @@
+"""Campaigns: many runs (configs x betas x seeds) that accumulate, run by run, under ``results/``.
+
+A campaign file (ml_collections, e.g. ``configs/campaigns/paper_mlp.py``) lists groups of runs in
+priority order; each group names config files (its variants), overrides, betas and seeds. Every run is
+one model, identified by its resolved config: `run_key` hashes that config, so a changed config is a
+new run and never mixes with old results, and the same run asked for by two groups is trained once.
+
+`run_campaign` trains what is missing, several runs per program (a sweep) where they differ only in beta
+and seed, resumes half-done programs from their checkpoints, and stops cleanly at a time budget. Each
+finished run gets a directory ``<results>/<campaign>/<dataset>/<variant>/beta<b>_seed<s>_<key>/`` with
+its own config.json, metrics.jsonl and results.json (small files, meant to be committed); checkpoints
+stay in the programs' scratch work directories.
+
+All runs of a campaign share one data stream (``data_seed``, default 0): seeds vary the models'
+initialisation and noise, which lets a sweep train them together and pairs Echo with the VAE on the
+same batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from typing import Callable, Iterable, Sequence
+
+import ml_collections
+
+from echo_jax import sweep, train
+from echo_jax.files import write_atomic
+
+# Fields that say how a run is executed, not what it computes: they are left out of its key.
+EXECUTION_FIELDS = frozenset({
+    "data_dir", "sweep_strategy", "models_per_program", "log_every_steps", "checkpoint_every_steps",
+    "betas", "num_seeds",
+})
+LAYOUTS = ("auto", "per_beta", "per_variant")
+
+
+# ----------------------------------------------------------------------------------------------- spec
+
+
+def group(name: str, variants: Sequence[tuple[str, str]], *, betas: Sequence[float], seeds: Sequence[int],
+          overrides: dict | None = None, description: str = "") -> ml_collections.ConfigDict:
+    """One group of a campaign file.
+
+    Args:
+      name: the group's name (e.g. "A").
+      variants: (name, config file[:arg]) pairs, e.g. ("echo", "rate_distortion/echo.py:quick"); a
+        relative file is found under the campaign's `config_root`. A variant name may carry its own
+        overrides as a third item, a dict.
+      betas: in priority order (the first ones are trained first).
+      seeds: model seeds.
+      overrides: config fields set for every variant of the group (dotted names for nested fields).
+      description: one line for the status and the report.
+    """
+    return ml_collections.ConfigDict({
+        "name": name, "description": description, "betas": tuple(float(b) for b in betas),
+        "seeds": tuple(int(s) for s in seeds), "overrides": dict(overrides or {}),
+        "variants": tuple(
+            ml_collections.ConfigDict({"name": v[0], "config": v[1], "overrides": dict(v[2]) if len(v) > 2 else {}})
+            for v in variants
+        ),
+    })
+
+
+def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
+    """The config of ``path[:arg]`` (a file with ``get_config(arg)``), like ``--config path:arg``."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isabs(path):
+        path = os.path.join(root, path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found (from {spec!r})")
+    module_spec = importlib.util.spec_from_file_location(f"_campaign_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
+# ----------------------------------------------------------------------------------------------- identity
+
+
+def run_identity(config: ml_collections.ConfigDict) -> dict:
+    """What a single-model config computes, as a flat, canonical dict (the content of its key).
+
+    Nesting is flattened to leaf names and unset values (None, "", 0, False) are left out, so regrouping
+    the fields of a config or writing "unset" as a placeholder instead of 0 or "" keeps every key.
+    Execution-only fields (`EXECUTION_FIELDS`) are left out; the data seed is resolved.
+    """
+    flat = {}
+
+    def visit(node):
+        for name, value in node.items():
+            if isinstance(value, (dict, ml_collections.ConfigDict)):
+                visit(value)
+                continue
+            if name in flat:
+                raise ValueError(f"config field name {name!r} appears twice; run keys need unique leaf names")
+            flat[name] = value
+
+    visit(config)
+    flat["data_seed"] = train.data_seed_of(config)
+    identity = {}
+    for name, value in flat.items():
+        if name in EXECUTION_FIELDS or value is None or value == "" or (not isinstance(value, str) and value == 0):
+            continue
+        identity[name] = _canonical(value)
+    return identity
+
+
+def _canonical(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def run_key(config: ml_collections.ConfigDict) -> str:
+    """Ten hex digits of the sha256 of `run_identity`."""
+    text = json.dumps(run_identity(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------------------------- plan
+
+
+@dataclasses.dataclass(eq=False)
+class Run:
+    """One model of a campaign: a single-run config (one beta, one seed) and where its files go."""
+
+    variant: str
+    beta: float
+    seed: int
+    config: ml_collections.ConfigDict
+    key: str
+    groups: list[str]
+
+    @property
+    def path(self) -> str:
+        """Its directory under the campaign's results folder."""
+        return os.path.join(self.config.dataset, self.variant, f"beta{self.beta:g}_seed{self.seed}_{self.key}")
+
+    def describe(self) -> str:
+        return f"{self.variant} {self.config.dataset} beta={self.beta:g} seed={self.seed}"
+
+
+@dataclasses.dataclass(eq=False)
+class Program:
+    """Runs trained together in one sweep: the same config but for beta and seed."""
+
+    runs: list[Run]
+    config: ml_collections.ConfigDict
+
+    @property
+    def key(self) -> str:
+        return run_key(self.config) + "-" + hashlib.sha256(
+            json.dumps([r.key for r in self.runs]).encode()).hexdigest()[:6]
+
+
+def config_root(campaign_path: str) -> str:
+    """Where a campaign file's relative config paths are found: the folder above ``campaigns/``."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(campaign_path)))
+
+
+def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] | None = None) -> list[Run]:
+    """Every run the campaign asks for, in priority order (group, then beta, then variant, then seed).
+
+    A run asked for by several groups appears once, at its first place, listing all its groups.
+    """
+    names = [g.name for g in campaign.groups]
+    wanted = list(groups) if groups else names
+    unknown = sorted(set(wanted) - set(names))
+    if unknown:
+        raise ValueError(f"unknown group(s) {', '.join(unknown)}; the campaign has {', '.join(names)}")
+    runs: dict[str, Run] = {}
+    for g in campaign.groups:
+        if g.name not in wanted:
+            continue
+        bases = []
+        for v in g.variants:
+            base = load_config_file(v.config, root)
+            _override(base, {**campaign.get("overrides", {}), **g.overrides, **v.overrides})
+            bases.append((v.name, base))
+        for beta in g.betas:
+            for name, base in bases:
+                for seed in g.seeds:
+                    config = single_run_config(base, beta, seed)
+                    key = run_key(config)
+                    if key in runs:
+                        if g.name not in runs[key].groups:
+                            runs[key].groups.append(g.name)
+                        continue
+                    runs[key] = Run(name, float(beta), int(seed), config, key, [g.name])
+    return list(runs.values())
+
+
+def _override(config: ml_collections.ConfigDict, overrides: dict) -> None:
+    for name, value in overrides.items():
+        target = config
+        *parents, leaf = name.split(".")
+        for p in parents:
+            target = target[p]
+        if leaf not in target:
+            raise ValueError(f"override {name}={value!r}: the config has no field {name!r}")
+        target[leaf] = value
+
+
+def single_run_config(base: ml_collections.ConfigDict, beta: float, seed: int) -> ml_collections.ConfigDict:
+    """`base` for one model: one beta, one seed, the data seed made explicit (default 0)."""
+    config = copy.deepcopy(base)
+    config.beta, config.betas, config.seed, config.num_seeds = float(beta), "", int(seed), 1
+    config.data_seed = base.get("data_seed") if base.get("data_seed") is not None else 0
+    return config
+
+
+def programs(missing: Sequence[Run], layout: str = "auto") -> list[Program]:
+    """Packs runs that differ only in beta and seed into sweep programs, keeping the priority order.
+
+    per_beta: one program per (variant, beta) with its missing seeds (each contiguous range of seeds):
+    what a single CPU device wants, since its models run back to back anyway and results land sooner.
+    per_variant: all missing betas and seeds of a variant in one program when they form a full grid
+    (what accelerators want: one vmapped program); otherwise per beta. auto: per_beta when the sweep
+    strategy resolves to sequential, else per_variant.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown program layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = "per_beta" if sweep.resolve_strategy("auto") == "sequential" else "per_variant"
+    families: dict[str, list[Run]] = defaultdict(list)
+    for r in missing:
+        families[run_key(_family_config(r.config))].append(r)
+    out = []
+    for family in families.values():
+        betas = list(dict.fromkeys(r.beta for r in family))
+        seeds = sorted({r.seed for r in family})
+        grid = len(family) == len(betas) * len(seeds) and seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+        if layout == "per_variant" and grid:
+            out.append(_program(family, betas, seeds))
+            continue
+        for beta in betas:
+            for chunk in _contiguous(sorted(r.seed for r in family if r.beta == beta)):
+                out.append(_program([r for r in family if r.beta == beta and r.seed in chunk], [beta], chunk))
+    first = {id(r): i for i, r in enumerate(missing)}
+    return sorted(out, key=lambda p: min(first[id(r)] for r in p.runs))
+
+
+def _family_config(config):
+    family = copy.deepcopy(config)
+    family.beta, family.seed = 0.0, 0
+    return family
+
+
+def _contiguous(seeds: list[int]) -> list[list[int]]:
+    chunks: list[list[int]] = []
+    for s in seeds:
+        if chunks and s == chunks[-1][-1] + 1:
+            chunks[-1].append(s)
+        else:
+            chunks.append([s])
+    return chunks
+
+
+def _program(runs: list[Run], betas: list[float], seeds: list[int]) -> Program:
+    config = copy.deepcopy(runs[0].config)
+    config.betas = ",".join(repr(float(b)) for b in betas)
+    config.seed, config.num_seeds = seeds[0], len(seeds)
+    by_pair = {(r.beta, r.seed): r for r in runs}
+    ordered = [by_pair[(float(b), s)] for b, s in sweep.runs_of(config)]  # the sweep's model order
+    return Program(ordered, config)
+
+
+# ----------------------------------------------------------------------------------------------- status
+
+
+def finished_runs(results_dir: str) -> dict[str, str]:
+    """key -> directory of every finished run (one with a results.json) under `results_dir`."""
+    found = {}
+    for path in glob.glob(os.path.join(results_dir, "**", "results.json"), recursive=True):
+        directory = os.path.dirname(path)
+        found[os.path.basename(directory).rsplit("_", 1)[-1]] = directory
+    return found
+
+
+def status_lines(campaign: ml_collections.ConfigDict, runs: Sequence[Run], done: dict[str, str]) -> list[str]:
+    """Done and pending runs per group, pending ones summarised per (variant, dataset, beta)."""
+    lines = []
+    for g in campaign.groups:
+        members = [r for r in runs if g.name in r.groups]
+        if not members:
+            continue
+        pending = [r for r in members if r.key not in done]
+        lines.append(f"group {g.name}: {len(members) - len(pending)}/{len(members)} runs done"
+                     + (f" - {g.description}" if g.description else ""))
+        summary: dict[tuple, list[int]] = defaultdict(list)
+        for r in pending:
+            summary[(r.variant, r.config.dataset, r.beta)].append(r.seed)
+        for (variant, dataset, beta), seeds in summary.items():
+            lines.append(f"  pending: {variant} {dataset} beta={beta:g} seeds {','.join(map(str, seeds))}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+def run_campaign(
+    campaign: ml_collections.ConfigDict,
+    *,
+    root: str,
+    results_dir: str,
+    work_dir: str,
+    groups: Iterable[str] | None = None,
+    max_minutes: float | None = None,
+    layout: str = "auto",
+    log: Callable[[str], None] = print,
+) -> bool:
+    """Trains the campaign's missing runs, in priority order, until done or out of time.
+
+    Args:
+      campaign: the campaign file's config.
+      root: where its relative config paths are found (`config_root`).
+      results_dir: the campaign's results folder (finished runs' small files).
+      work_dir: the programs' scratch work directories (checkpoints); a half-done program resumes there.
+      groups: only these groups (default: all).
+      max_minutes: time budget. Training stops (after a checkpoint) at 90% of it, leaving the rest for a
+        final evaluation already under way and for writing files; no program starts in the last 10%.
+      layout: how runs are packed into programs (see `programs`).
+      log: where progress lines go.
+
+    Returns:
+      True when every run asked for is finished.
+    """
+    start = time.monotonic()
+    deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
+    runs = plan(campaign, root, groups)
+    done = finished_runs(results_dir)
+    missing = [r for r in runs if r.key not in done]
+    todo = programs(missing, layout)
+    log(f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
+        f"{len(missing)} to train in {len(todo)} program(s)")
+    commit = _commit()
+    for program in todo:
+        if deadline is not None and time.monotonic() >= deadline:
+            log("time budget spent: stopping before the next program")
+            break
+        log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
+        workdir = os.path.join(work_dir, campaign.name, program.key)
+        stop = None if deadline is None else (lambda: time.monotonic() >= deadline)
+        try:
+            results = train.train_and_evaluate(program.config, workdir, should_stop=stop)
+        except train.RunInterrupted as e:
+            log(f"time budget spent: {e}")
+            break
+        for m, run in enumerate(program.runs):
+            write_run(results_dir, run, program, workdir, results["results"][m], commit)
+            log(f"finished {run.describe()}: {_summary(results['results'][m]['test'])} -> {run.path}")
+    done = finished_runs(results_dir)
+    for line in status_lines(campaign, runs, done):
+        log(line)
+    return all(r.key in done for r in runs)
+
+
+def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: dict, commit: str | None) -> None:
+    """Writes one finished run's directory (config.json, metrics.jsonl, results.json) in one rename."""
+    target = os.path.join(results_dir, run.path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    index = program.runs.index(run)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".tmp-")
+    try:
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            f.write(json.dumps(json.loads(run.config.to_json_best_effort()), indent=2, sort_keys=True) + "\n")
+        with open(os.path.join(tmp, "metrics.jsonl"), "w") as f:
+            for record in run_metrics(os.path.join(workdir, "metrics.jsonl"), index):
+                f.write(json.dumps(record) + "\n")
+        results = {
+            "experiment": program.config.experiment,
+            "results": [row],
+            "run": {"key": run.key, "variant": run.variant, "groups": run.groups, "commit": commit,
+                    "program": {"betas": sweep.betas_of(program.config), "seed": program.config.seed,
+                                "num_seeds": program.config.num_seeds,
+                                "strategy": sweep.resolve_strategy(program.config.sweep_strategy)}},
+        }
+        with open(os.path.join(tmp, "results.json"), "w") as f:
+            f.write(json.dumps(results, indent=2) + "\n")
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_metrics(path: str, index: int) -> list[dict]:
+    """One model's records of a program's metrics.jsonl, one per (split, step), in step order.
+
+    A resumed program may have logged a step twice (once before an interruption): the last record wins.
+    """
+    records: dict[tuple, dict] = {}
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            one = {}
+            for name, value in record.items():
+                one[name] = value[index] if isinstance(value, list) else value
+            records[(one["split"], one["step"])] = one
+    return sorted(records.values(), key=lambda r: (r["step"], r["split"]))
+
+
+def _summary(test: dict) -> str:
+    return ", ".join(f"{k} {test[k]:.2f}" for k in ("rate", "distortion", "neg_elbo", "iwae_nll") if k in test)
+
+
+def _commit() -> str | None:
+    """The code's git commit, with "+dirty" when the work tree has uncommitted changes (None outside git)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

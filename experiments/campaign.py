@@ -1,0 +1,48 @@
+"""Runs a campaign: the missing runs of a campaign file, in priority order, within a time budget.
+
+    python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py [--group A] [--max-minutes 120]
+    python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --status
+
+Finished runs land in results/<campaign>/ (config.json, metrics.jsonl, results.json per run: commit
+them); checkpoints of half-done programs stay in --workdir and are resumed by the next call. Then
+`python -m experiments.report --campaign ...` writes docs/reproduction.md from what is finished.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from echo_jax import campaign as campaign_lib
+
+_CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
+_GROUPS = flags.DEFINE_multi_string("group", None, "Only this group (repeatable); default: all, in order.")
+_MAX_MINUTES = flags.DEFINE_float("max_minutes", None, "Time budget: training stops at 90% of it, "
+                                  "after a checkpoint; no program starts in the last 10%.")
+_RESULTS = flags.DEFINE_string("results", "results", "Folder of campaign results (<results>/<campaign>/...).")
+_WORKDIR = flags.DEFINE_string("workdir", os.path.join(os.path.expanduser("~"), ".cache", "echo_jax", "campaigns"),
+                               "Scratch folder of the programs' checkpoints.")
+_LAYOUT = flags.DEFINE_enum("layout", "auto", campaign_lib.LAYOUTS, "How runs are packed into sweep programs.")
+_STATUS = flags.DEFINE_bool("status", False, "Only print what is done and what is left.")
+flags.mark_flag_as_required("campaign")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    campaign = _CAMPAIGN.value
+    root = campaign_lib.config_root(config_flags.get_config_filename(flags.FLAGS["campaign"]))
+    results_dir = os.path.join(_RESULTS.value, campaign.name)
+    if _STATUS.value:
+        runs = campaign_lib.plan(campaign, root, _GROUPS.value)
+        for line in campaign_lib.status_lines(campaign, runs, campaign_lib.finished_runs(results_dir)):
+            print(line)
+        return
+    campaign_lib.run_campaign(
+        campaign, root=root, results_dir=results_dir, work_dir=_WORKDIR.value, groups=_GROUPS.value,
+        max_minutes=_MAX_MINUTES.value, layout=_LAYOUT.value, log=lambda line: print(line, flush=True),
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
