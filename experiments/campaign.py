@@ -17,7 +17,7 @@ from echo_jax import campaign as campaign_lib
 
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
 _GROUPS = flags.DEFINE_multi_string("group", None, "Only this group (repeatable); default: all, in order.")
-_MAX_MINUTES = flags.DEFINE_float("max_minutes", None, "Time budget: training stops at 90% of it, "
+_MAX_MINUTES = flags.DEFINE_float("max-minutes", None, "Time budget: training stops at 90% of it, "
                                   "after a checkpoint; no program starts in the last 10%.")
 _RESULTS = flags.DEFINE_string("results", "results", "Folder of campaign results (<results>/<campaign>/...).")
 _WORKDIR = flags.DEFINE_string("workdir", os.path.join(os.path.expanduser("~"), ".cache", "echo_jax", "campaigns"),
