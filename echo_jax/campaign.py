@@ -82,7 +82,7 @@ def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
     module_spec = importlib.util.spec_from_file_location(f"_campaign_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return module.get_config(arg) if arg else module.get_config()
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -323,6 +323,7 @@ def run_campaign(
     max_minutes: float | None = None,
     layout: str = "auto",
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
 ) -> bool:
     """Trains the campaign's missing runs, in priority order, until done or out of time.
 
@@ -336,11 +337,12 @@ def run_campaign(
         final evaluation already under way and for writing files; no program starts in the last 10%.
       layout: how runs are packed into programs (see `programs`).
       log: where progress lines go.
+      clock: seconds, for the time budget.
 
     Returns:
       True when every run asked for is finished.
     """
-    start = time.monotonic()
+    start = clock()
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
     runs = plan(campaign, root, groups)
     done = finished_runs(results_dir)
@@ -350,12 +352,12 @@ def run_campaign(
         f"{len(missing)} to train in {len(todo)} program(s)")
     commit = _commit()
     for program in todo:
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and clock() >= deadline:
             log("time budget spent: stopping before the next program")
             break
         log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
         workdir = os.path.join(work_dir, campaign.name, program.key)
-        stop = None if deadline is None else (lambda: time.monotonic() >= deadline)
+        stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
             results = train.train_and_evaluate(program.config, workdir, should_stop=stop)
         except train.RunInterrupted as e:

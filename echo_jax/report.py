@@ -57,7 +57,7 @@ def _by_method(rows):
 
 
 @contextlib.contextmanager
-def _figure(path: str):
+def figure(path: str):
     """An off-screen figure and axes, saved to `path` and closed on exit."""
     import matplotlib
 
@@ -76,7 +76,7 @@ def _figure(path: str):
 
 def plot_rate_distortion(rows: list[dict], path: str) -> None:
     """Rate (x) against distortion (y), one line per method (seeds averaged), with -ELBO iso-lines."""
-    with _figure(path) as ax:
+    with figure(path) as ax:
         _draw_rate_distortion(ax, rows)
 
 
@@ -102,7 +102,7 @@ def _draw_rate_distortion(ax, rows: list[dict]) -> None:
 
 def plot_elbo_vs_beta(rows: list[dict], path: str) -> None:
     """-ELBO (= rate + distortion) against beta on a log axis, one line per method."""
-    with _figure(path) as ax:
+    with figure(path) as ax:
         for (method, dataset), c in sorted(_by_method(rows).items()):
             ax.plot(c["beta"], c["neg_elbo"], "o-", label=f"{method} ({dataset})")
         ax.set_xscale("log")

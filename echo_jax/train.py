@@ -392,6 +392,11 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
         # Every model sees the same data stream, set by the data seed (model seeds change init and noise).
         for batch in data_lib.batches(train_set, config.batch_size, seed=data_seed, epoch=epoch,
                                       start_step=in_epoch):
+            # Asked before a step, never between an epoch's last step and its evaluation.
+            if should_stop is not None and should_stop():
+                if last_good != step:
+                    save_checkpoint(step, time.perf_counter() - start)
+                raise RunInterrupted(f"stopped at step {step} of {total_steps}; rerun to resume from {checkpoint_path}")
             population.step(jnp.asarray(batch))
             step += 1
             if on_step is not None:
@@ -416,10 +421,6 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
             if step % checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(step, time.perf_counter() - start)
                 last_good = step
-            if should_stop is not None and step < total_steps and should_stop():
-                if last_good != step:
-                    save_checkpoint(step, time.perf_counter() - start)
-                raise RunInterrupted(f"stopped at step {step} of {total_steps}; rerun to resume from {checkpoint_path}")
             if step % steps_per_epoch == 0 or step == total_steps:
                 break
         epoch_done = step // steps_per_epoch

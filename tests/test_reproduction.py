@@ -1,0 +1,153 @@
+"""The reproduction report: its statistics against numbers worked out by hand, verdicts, the written file."""
+
+import json
+import math
+import os
+
+import pytest
+
+from echo_jax import campaign, reproduction
+from echo_jax.reproduction import Result
+
+# t(0.975) quantiles from a printed t table: 2 and 4 degrees of freedom.
+T_975_2DF, T_975_4DF = 4.3027, 2.7764
+
+
+def test_summarize_by_hand():
+    s = reproduction.summarize([1.0, 2.0, 3.0, 4.0])
+    assert s.mean == 2.5 and s.n == 4
+    assert s.std == pytest.approx(math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3))  # 1.2910
+    assert str(s) == "2.50 ± 1.29"
+    one = reproduction.summarize([7.0])
+    assert (one.std, str(one)) == (0.0, "7.00")
+    with pytest.raises(ValueError):
+        reproduction.summarize([])
+
+
+def test_paired_interval_by_hand():
+    # differences 1, 3, 2: mean 2, sd 1, half width t(0.975, 2) / sqrt(3) = 2.4842
+    i = reproduction.paired_interval([10.0, 12.0, 11.0], [9.0, 9.0, 9.0])
+    assert i.mean == pytest.approx(2.0) and i.n == 3
+    assert i.low == pytest.approx(2.0 - T_975_2DF / math.sqrt(3), abs=1e-3)
+    assert i.high == pytest.approx(2.0 + T_975_2DF / math.sqrt(3), abs=1e-3)
+    assert i.sign == 0  # [-0.48, 4.48] contains 0
+    # differences -1.0, -1.2, -0.8, -1.1, -0.9: mean -1, sd sqrt(0.1 / 4) = 0.1581
+    j = reproduction.paired_interval([0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 1.2, 0.8, 1.1, 0.9])
+    half = T_975_4DF * math.sqrt(0.1 / 4) / math.sqrt(5)  # 0.1963
+    assert (j.low, j.high) == (pytest.approx(-1 - half, abs=1e-3), pytest.approx(-1 + half, abs=1e-3))
+    assert j.sign == -1 and reproduction.paired_interval([2.0, 3.0], [0.0, 0.5]).sign == 0
+    assert reproduction.paired_interval([5.0, 6.0, 7.0], [1.0, 1.1, 1.2]).sign == 1
+    single = reproduction.paired_interval([3.0], [1.0])
+    assert (single.mean, single.low, single.sign) == (2.0, None, 0)
+
+
+def test_distortion_at_rate_interpolates_between_points():
+    assert reproduction.distortion_at_rate([20.0, 10.0], [80.0, 100.0], 15.0) == pytest.approx(90.0)
+    assert reproduction.distortion_at_rate([10.0, 20.0, 40.0], [100.0, 80.0, 70.0], 30.0) == pytest.approx(75.0)
+    assert reproduction.distortion_at_rate([10.0, 20.0], [100.0, 80.0], 25.0) is None
+    assert reproduction.distortion_at_rate([10.0], [100.0], 10.0) is None
+
+
+def result(variant, beta, seed, rate, distortion, dataset="binary_mnist", **extra):
+    test = {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion}
+    return Result(variant, dataset, beta, seed, test, extra, [(10.0, rate + distortion + 5), (20.0, rate + distortion)],
+                  1000, 20.0, "mlp", "abc")
+
+
+def curves(echo_shift):
+    """VAE points (10, 100) and (30, 80) per seed; Echo at rates 15 and 25, `echo_shift[beta]` from the VAE."""
+    out = []
+    for seed, noise in enumerate((0.0, 0.5, -0.5)):
+        out += [result("vae", 2.0, seed, 10.0, 100.0 + noise), result("vae", 0.5, seed, 30.0, 80.0 + noise)]
+        # the VAE's curve at rate 15 is 95 + noise, at rate 25 it is 85 + noise
+        out += [result("echo", 2.0, seed, 15.0, 95.0 + noise + echo_shift[2.0] + 0.1 * seed),
+                result("echo", 0.5, seed, 25.0, 85.0 + noise + echo_shift[0.5] - 0.1 * seed)]
+    return out
+
+
+def test_rate_distortion_gaps_by_hand():
+    index = reproduction._index(curves({2.0: -2.0, 0.5: -1.0}))
+    gaps = reproduction.rate_distortion_gaps(index, "binary_mnist")
+    # beta 2: gaps -2.0, -1.9, -1.8 (mean -1.9, sd 0.1); beta 0.5: -1.0, -1.1, -1.2 (mean -1.1)
+    assert gaps[2.0].mean == pytest.approx(-1.9) and gaps[0.5].mean == pytest.approx(-1.1)
+    assert gaps[2.0].high == pytest.approx(-1.9 + T_975_2DF * 0.1 / math.sqrt(3), abs=1e-3)
+
+
+def test_dominance_verdicts():
+    results = curves({2.0: -2.0, 0.5: -1.0})
+    verdict = reproduction.dominance_verdict(reproduction._index(results), "binary_mnist", results)
+    assert verdict.status == "supported" and "beta 2: -1.90" in verdict.evidence and "seeds 0,1,2" in verdict.evidence
+    worse = curves({2.0: -2.0, 0.5: +3.0})
+    verdict = reproduction.dominance_verdict(reproduction._index(worse), "binary_mnist", worse)
+    assert verdict.status == "not supported" and "worse at beta 0.5" in verdict.evidence
+    mixed = curves({2.0: -2.0, 0.5: 0.0})  # gaps 0, -0.1, -0.2: the interval contains 0
+    verdict = reproduction.dominance_verdict(reproduction._index(mixed), "binary_mnist", mixed)
+    assert verdict.status == "not supported" and "inconclusive" in verdict.evidence
+    one_seed = [r for r in results if r.seed == 0]
+    verdict = reproduction.dominance_verdict(reproduction._index(one_seed), "binary_mnist", one_seed)
+    assert verdict.status == "not yet measured"
+    assert reproduction.dominance_verdict(reproduction._index(results), "omniglot", results).status == "not yet measured"
+
+
+def test_flow_verdict_waits_for_every_flow_method():
+    results = [result("echo", 1.0, s, 25.0, 70.0 + s) for s in range(3)]
+    results += [result("iaf_prior", 1.0, s, 25.0, 72.0 + s * 1.1) for s in range(3)]
+    index = reproduction._index(results)
+    verdict = reproduction.flow_verdict(index, results)
+    assert verdict.status == "not yet measured" and "vae_maf" in verdict.evidence and "iaf_prior: -2.10" in verdict.evidence
+    for variant in reproduction.FLOW_VARIANTS:
+        results += [result(variant, 1.0, s, 25.0, 72.0 + s * 1.1) for s in range(3) if variant != "iaf_prior"]
+    assert reproduction.flow_verdict(reproduction._index(results), results).status == "supported"
+
+
+def test_disentanglement_verdicts():
+    results = []
+    for s in range(3):
+        results += [result("echo", 1.0, s, 5.0, 50.0, "dsprites", mig=0.20 + 0.01 * s, factor_vae=0.70 + 0.01 * s),
+                    result("vae", 1.0, s, 5.0, 50.0, "dsprites", mig=0.10 + 0.01 * s, factor_vae=0.70 - 0.01 * s),
+                    result("echo_tc10", 1.0, s, 5.0, 50.0, "dsprites", mig=0.20 + 0.01 * s, factor_vae=0.70)]
+    verdicts = {v.claim: v for v in reproduction.disentanglement_verdicts(reproduction._index(results), results)}
+    assert verdicts["Echo disentangles at least as well as the VAE at beta = 1 (dsprites)"].status == "supported"
+    assert verdicts["A TC penalty improves Echo's disentanglement (dsprites)"].status == "not supported"
+    assert verdicts["A TC penalty improves Echo's disentanglement (dsprites_correlated)"].status == "not yet measured"
+
+
+def write_run(results_dir, run, test, curve):
+    directory = os.path.join(results_dir, run.path)
+    os.makedirs(directory)
+    row = {"beta": run.beta, "seed": run.seed, "dataset": run.config.dataset, "network": "mlp", "encoder": "x",
+           "marginal": "y", "test": test, "steps": 500, "seconds": 1.0}
+    with open(os.path.join(directory, "results.json"), "w") as f:
+        json.dump({"experiment": "rate_distortion", "results": [row], "run": {"commit": "abc"}}, f)
+    with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
+        for epoch, value in curve:
+            f.write(json.dumps({"split": "test", "step": int(epoch * 50), "epoch": epoch, "test": {"neg_elbo": value}}) + "\n")
+
+
+def test_written_report_from_result_files(tmp_path):
+    from tests.test_campaign import write_campaign
+
+    path = write_campaign(tmp_path)
+    runs = campaign.plan(campaign.load_config_file(path), campaign.config_root(path))
+    results_dir = str(tmp_path / "results")
+    values = {}
+    for run in runs[:6]:  # echo and vae at beta 1 (seeds 0, 1), echo at beta 2; vae at beta 2 pending
+        rate, distortion = 10.0 + run.seed + (5 if run.variant == "echo" else 0), 100.0 - 3 * run.seed
+        values[(run.variant, run.beta, run.seed)] = rate + distortion
+        write_run(results_dir, run, {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion},
+                  [(5.0, 150.0 + run.seed), (10.0, rate + distortion)])
+    out = tmp_path / "docs" / "reproduction.md"
+    verdicts = reproduction.write_reproduction(campaign.load_config_file(path), runs,
+                                               campaign.finished_runs(results_dir), str(out),
+                                               str(tmp_path / "docs" / "figures"), command="make report")
+    text = out.read_text()
+    assert "6 of 8 runs finished" in text and "`make report`" in text
+    # echo beta 1: -ELBO 115 and 113 (mean 114, sd sqrt(2)); vae beta 1: 110 and 108
+    assert "| echo | 1 | 0,1 | 15.50 ± 0.71 | 98.50 ± 2.12 | 114.00 ± 1.41 | n/a |" in text
+    assert "| vae | 1 | 0,1 | 10.50 ± 0.71 | 98.50 ± 2.12 | 109.00 ± 1.41 | n/a |" in text
+    # paired -ELBO difference 5, 5: sd 0, so the interval is [5, 5]
+    assert "| 1 | +5.00 [+5.00, +5.00] (n = 2) |" in text
+    assert "pending: vae mnist_sample beta=2 seeds 0,1" in text
+    assert all(v.status == "not yet measured" for v in verdicts)
+    assert (tmp_path / "docs" / "figures" / "tiny_mnist_sample_learning_curves.png").stat().st_size > 1000
+    assert "](figures/tiny_mnist_sample_rate_distortion.png)" in text
