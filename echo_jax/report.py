@@ -111,19 +111,20 @@ def plot_elbo_vs_beta(rows: list[dict], path: str) -> None:
         ax.set_title("Test -ELBO against beta")
 
 
-def write_report(out_dir: str, rows: list[dict] | dict, *, plots: bool = True) -> str:
+def write_report(out_dir: str, rows: list[dict] | dict, *, plots: bool = True, note: str = "") -> str:
     """Writes results.md (and, for two or more betas, the two plots) into out_dir; returns the table.
 
     Args:
       out_dir: where to write.
       rows: result rows, or the content of a results.json.
       plots: draw the PNG plots (when the runs span at least two betas).
+      note: a paragraph written above the table (e.g. the budget the runs had).
     """
     if isinstance(rows, dict):
         rows = rows["results"]
     os.makedirs(out_dir, exist_ok=True)
     table = markdown_table(rows)
-    write_atomic(os.path.join(out_dir, "results.md"), table)
+    write_atomic(os.path.join(out_dir, "results.md"), (note + "\n\n" if note else "") + table)
     if plots and len({r["beta"] for r in rows}) >= 2:
         plot_rate_distortion(rows, os.path.join(out_dir, "rate_distortion.png"))
         plot_elbo_vs_beta(rows, os.path.join(out_dir, "neg_elbo_vs_beta.png"))
