@@ -18,9 +18,10 @@ import jax.numpy as jnp
 from echo_jax import noise
 from echo_jax.flows import AutoregressiveFlow
 from echo_jax.marginals import diag_gaussian_log_prob
+from echo_jax.networks import keras_init
 
-# Keras's Dense defaults, as in the original code.
-dense_init = dict(kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.zeros)
+# The heads' Dense layers start as the trunks' do: Keras's defaults, as in the original code.
+dense_init = keras_init
 
 ECHO_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh16": noise.tanh16,

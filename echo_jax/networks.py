@@ -2,42 +2,29 @@
 
 Every trunk maps images to features (encoders) or latents to Bernoulli logits (decoders); the
 stochastic heads that turn features into a latent live elsewhere. Initialisation follows Keras, as in
-the original code: glorot-uniform kernels and zero biases.
+the original code: glorot-uniform kernels and zero biases (`keras_init`, defined here once and used by
+the heads in `echo_jax.encoders` too).
 
 The convolutions go through `Conv` and `ConvTranspose`, which hold exactly the parameters of
-`flax.linen.Conv` / `flax.linen.ConvTranspose` and compute the same functions, but are lowered in
-forms that XLA:CPU runs well:
+`flax.linen.Conv` / `flax.linen.ConvTranspose` and compute the same functions, in a form chosen per
+platform inside the program (`lax.platform_dependent`): a program lowered for CPU gets the forms of
+`echo_jax.ops.cpu_conv` (XLA:CPU's native forms were 2-5x slower there), one lowered for any other
+platform (cuda, rocm, tpu) the native `lax` convolutions, whose libraries handle strided and
+transposed convolutions directly. The choice follows the platform a program is lowered for, not the
+process's default backend, so one jitted step is right everywhere, and a step exported from a CPU
+machine for an accelerator (`jax.export`) holds the native forms. Both forms are traced; only the
+chosen one is lowered and compiled.
 
-* A stride-s transposed convolution is computed in its polyphase (sub-pixel) form: the s*s output
-  phases of a stride-s transposed convolution each read the input through a slice of the kernel, so
-  one stride-1 convolution with s*s times the output channels, followed by a depth-to-space reshape,
-  computes all of them. XLA:CPU lowers the zero-inserting (lhs-dilated) convolution that
-  `lax.conv_transpose` emits, and its gradient, to slow generic loops; the polyphase form costs what a
-  stride-1 convolution costs, forward and backward.
-* The input gradient of a convolution is such a transposed convolution, so convolutions get a
-  custom VJP that computes it in the polyphase form.
-* The kernel gradient contracts the batch, so XLA:CPU transposes both operands batch-minor first;
-  it is computed over chunks of the batch small enough for those transposes to run in cache, and
-  the bias gradient is summed from the same chunks.
-* A convolution with one input channel (the encoder's first layer) is a matrix product with its
-  patches; one with one output channel (the decoder's last layer) applies every tap everywhere in
-  one matrix product and sums the shifted responses. Eigen's convolution runs both poorly (a
-  contraction over one channel, or a product with a single column).
-* A convolution whose window covers its whole input (the encoder's 7x7 VALID layer on a 7x7 map) and
-  a transposed convolution of a 1x1 input (the decoder's first layer) are matrix products.
+The conv trunks take their layers as arguments (`conv`, `conv_transpose`): any class with
+`flax.linen.Conv`'s constructor ``(features, kernel_size, strides, padding, kernel_init=, bias_init=,
+name=)`` will do, e.g. `flax.linen.Conv` itself.
 
-On other backends (GPU, TPU) the native `lax` convolutions are used: their libraries handle strided
-and transposed convolutions directly.
-
-XLA:CPU (jaxlib 0.10) also hands 2-D convolutions to its YNNPACK library, which runs them on one
-thread here: 2-3x slower than its multi-threaded Eigen kernels on these layers, forward and
-backward. `cpu_compiler_options()` gives the `jax.jit` compiler options that keep convolutions on
-Eigen.
+`cpu_compiler_options()` (from `echo_jax.ops.cpu_conv`) gives the `jax.jit` compiler options that keep
+XLA:CPU's convolutions on its multi-threaded Eigen kernels.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -47,44 +34,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from echo_jax.ops import cpu_conv
+from echo_jax.ops.cpu_conv import cpu_compiler_options  # noqa: F401 - the sweeps import it from here
+
 Padding = str | Sequence[tuple[int, int]]
 Initializer = Callable[..., jax.Array]
-Pads = tuple[tuple[int, int], ...]
+Pads = cpu_conv.Pads
+# A conv layer class with flax.linen.Conv's constructor (Conv, ConvTranspose, nn.Conv, ...).
+ConvLayer = Callable[..., nn.Module]
 
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # Keras defaults, as in the original code.
 keras_kernel_init: Initializer = nn.initializers.xavier_uniform()
 keras_bias_init: Initializer = nn.initializers.zeros_init()
-
-# A jax.jit compiler option of XLA:CPU: the list of op kinds it may hand to YNNPACK. Empty keeps
-# convolutions (and everything else) on XLA's own Eigen-based kernels.
-_YNN_OPTION = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-@functools.cache
-def cpu_compiler_options() -> dict[str, str]:
-    """`jax.jit` compiler options that make the conv trunks' train step fast on XLA:CPU.
-
-    Use as ``jax.jit(train_step, compiler_options=cpu_compiler_options())``. On XLA:CPU they keep
-    convolutions on XLA's Eigen kernels instead of YNNPACK (2-3x faster here, forward and backward;
-    matrix products are unaffected). On other backends, or with an XLA that no longer knows the
-    option, the result is empty, so the call is always safe.
-
-    Returns:
-      A dict of compiler options (possibly empty).
-    """
-    if jax.default_backend() != "cpu":
-        return {}
-    try:
-        jax.jit(lambda: jnp.zeros(()), compiler_options=_YNN_OPTION).lower().compile()
-    except Exception:  # noqa: BLE001 - an XLA that rejects the option: fall back to the defaults.
-        return {}
-    return dict(_YNN_OPTION)
-
-
-def _fast_cpu_forms() -> bool:
-    """Whether to use the forms tuned for XLA:CPU (else the native lax convolutions)."""
-    return jax.default_backend() == "cpu"
+keras_init: dict[str, Initializer] = {"kernel_init": keras_kernel_init, "bias_init": keras_bias_init}
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -132,233 +94,25 @@ def conv_transpose_pads(kernel_size: Sequence[int], strides: Sequence[int], padd
     return tuple(pads)
 
 
-def _phase_gather(kernel_size: int, stride: int, pad_low: int) -> tuple[np.ndarray, int, int]:
-    """How the stride phases of one spatial axis read the input and the kernel.
-
-    Output position o = stride * q + r (phase r) of a transposed convolution reads input positions
-    q + d_r + j through kernel taps t_r + stride * j. With lo = min d_r, phase r is a stride-1
-    correlation over the window q + lo + u, u in [0, window), with taps index[u, r] (or none, marked
-    by index == kernel_size).
-
-    Returns:
-      (index, lo, hi): index of shape (window, stride); lo, hi: the window's first and last offset.
-    """
-    phases = []
-    for r in range(stride):
-        first_tap = (pad_low - r) % stride
-        taps = list(range(first_tap, kernel_size, stride))
-        if taps:
-            phases.append((r, (r + first_tap - pad_low) // stride, taps))
-    lo = min(offset for _, offset, _ in phases)
-    hi = max(offset + len(taps) - 1 for _, offset, taps in phases)
-    index = np.full((hi - lo + 1, stride), kernel_size, dtype=np.int32)
-    for r, offset, taps in phases:
-        for j, tap in enumerate(taps):
-            index[offset - lo + j, r] = tap
-    return index, lo, hi
-
-
-def polyphase_conv_transpose(
-    x: jax.Array, kernel: jax.Array, strides: Sequence[int], pads: Pads, bias: jax.Array | None = None
+def native_conv(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, strides: tuple[int, int], pads: Pads
 ) -> jax.Array:
-    """`lax.conv_transpose(x, kernel, strides, pads) + bias` (NHWC, HWIO) as one stride-1 convolution.
-
-    The kernel is regrouped into a (window, window, in, s1*s2*out) kernel, one output block per
-    phase, and the phases are interleaved by a depth-to-space reshape.
-
-    Args:
-      x: (batch, height, width, in_features).
-      kernel: (kh, kw, in_features, out_features), not flipped (`transpose_kernel=False`).
-      strides: stride per spatial axis.
-      pads: padding of the dilated input, one (low, high) pair per spatial axis.
-      bias: optional (out_features,) bias.
-
-    Returns:
-      (batch, out_height, out_width, out_features), equal to what `lax.conv_transpose` returns.
-    """
-    batch, in_h, in_w, in_features = x.shape
-    out_features = kernel.shape[-1]
-    in_sizes, out_sizes, conv_pads, indices = (in_h, in_w), [], [], []
-    for axis in range(2):
-        k, s, (low, high), n = kernel.shape[axis], strides[axis], pads[axis], in_sizes[axis]
-        out_size = (n - 1) * s + 1 + low + high - k + 1
-        per_phase = -(-out_size // s)
-        index, lo, hi = _phase_gather(k, s, low)
-        out_sizes.append(out_size)
-        conv_pads.append((-lo, per_phase - 1 + hi - (n - 1)))
-        indices.append(index)
-    (s1, s2), (k1, k2) = strides, (indices[0].shape[0], indices[1].shape[0])
-    # A zero tap at index kernel_size stands for "this phase does not read this window position".
-    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    grouped = padded[indices[0].reshape(-1)][:, indices[1].reshape(-1)]
-    grouped = grouped.reshape(k1, s1, k2, s2, in_features, out_features)
-    grouped = grouped.transpose(0, 2, 4, 1, 3, 5).reshape(k1, k2, in_features, s1 * s2 * out_features)
-    grouped_bias = None if bias is None else jnp.tile(bias, s1 * s2)  # one copy per phase block
-    y = _conv(x, grouped, grouped_bias, (1, 1), conv_pads)
-    q1, q2 = y.shape[1:3]
-    y = y.reshape(batch, q1, q2, s1, s2, out_features).transpose(0, 1, 3, 2, 4, 5)
-    y = y.reshape(batch, q1 * s1, q2 * s2, out_features)
-    return y[:, : out_sizes[0], : out_sizes[1]]
-
-
-# Kernel gradients are computed over chunks of the batch of about this many bytes (see
-# `_kernel_and_bias_grads`); 2 MB measured fastest in the conv train step (1 MB and 4 MB: 3-5% slower).
-_KERNEL_GRAD_CHUNK_BYTES = 2 << 20
-
-
-def _batch_chunks(*arrays: jax.Array) -> list[tuple[int, int]]:
-    """(start, stop) of consecutive batch chunks in which the largest array has about
-    _KERNEL_GRAD_CHUNK_BYTES."""
-    batch = arrays[0].shape[0]
-    example_bytes = max(max(1, math.prod(a.shape[1:]) * a.dtype.itemsize) for a in arrays)
-    size = max(1, min(batch, _KERNEL_GRAD_CHUNK_BYTES // example_bytes))
-    return [(start, min(start + size, batch)) for start in range(0, batch, size)]
-
-
-def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """The convolution as `flax.linen.Conv` computes it: ``lax.conv_general_dilated + bias``."""
+    y = lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=cpu_conv.DIMENSION_NUMBERS)
     return y if bias is None else y + bias
 
 
-def _input_grad_pads(kernel_size, strides, pads: Pads, in_sizes, out_sizes) -> Pads:
-    """Dilated-input padding of the transposed convolution that is d conv(x) / d x."""
-    return tuple(
-        (k - 1 - low, n - 1 - (q - 1) * s + low)
-        for k, s, (low, _), n, q in zip(kernel_size, strides, pads, in_sizes, out_sizes)
-    )
+def native_conv_transpose(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None, strides: tuple[int, int], pads: Pads
+) -> jax.Array:
+    """The transposed convolution as `flax.linen.ConvTranspose` computes it: ``lax.conv_transpose + bias``."""
+    y = lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=cpu_conv.DIMENSION_NUMBERS)
+    return y if bias is None else y + bias
 
 
-def _kernel_and_bias_grads(x, cotangent, kernel_size, strides, pads: Pads, bias):
-    """Gradients of <conv(x, kernel, strides, pads) + bias, cotangent> for the kernel and the bias.
-
-    The kernel gradient is a convolution of the input with the cotangent that contracts the batch,
-    so XLA:CPU first transposes both batch-minor; transposes of arrays larger than the cache are
-    several times slower than those of arrays that fit, so the batch is cut into chunks and their
-    gradients summed. The bias gradient is summed from the same transposed chunks while they are in
-    cache (a sum over the whole cotangent runs as a slow windowed reduction on XLA:CPU).
-    """
-    # The padding that makes the correlation's output exactly the kernel's extent.
-    grad_pads = tuple(
-        (low, k + s * (q - 1) - n - low)
-        for k, s, (low, _), n, q in zip(kernel_size, strides, pads, x.shape[1:3], cotangent.shape[1:3])
-    )
-    kernel_grad = bias_grad = 0.0
-    for start, stop in _batch_chunks(x, cotangent):
-        lhs = x[start:stop].transpose(3, 1, 2, 0)  # (in, H, W, batch): batch as the contracted features
-        rhs = cotangent[start:stop].transpose(1, 2, 0, 3)  # (out H, out W, batch, out)
-        kernel_grad += lax.conv_general_dilated(
-            lhs, rhs, (1, 1), grad_pads, rhs_dilation=tuple(strides), dimension_numbers=_DIMENSION_NUMBERS
-        )
-        if bias is not None:
-            rows = rhs.reshape(-1, rhs.shape[-1])
-            bias_grad += jnp.ones(rows.shape[0], rows.dtype) @ rows
-    return kernel_grad.transpose(1, 2, 0, 3), None if bias is None else bias_grad
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _conv(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, strides: tuple[int, int], pads: Pads) -> jax.Array:
-    """conv(x, kernel) + bias, with gradients computed in the forms above (polyphase, batch chunks)."""
-    return _add_bias(lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS), bias)
-
-
-def _conv_fwd(x, kernel, bias, strides, pads):
-    return _conv(x, kernel, bias, strides, pads), (x, kernel, bias)
-
-
-def _conv_bwd(strides, pads, residuals, cotangent):
-    x, kernel, bias = residuals
-    # d conv / d x is the transposed convolution of the cotangent with the spatially flipped kernel,
-    # in and out features swapped; its dilated-input padding restores the input's extent.
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    input_pads = _input_grad_pads(kernel.shape[:2], strides, pads, x.shape[1:3], cotangent.shape[1:3])
-    input_grad = polyphase_conv_transpose(cotangent, flipped, strides, input_pads)
-    return (input_grad, *_kernel_and_bias_grads(x, cotangent, kernel.shape[:2], strides, pads, bias))
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
-
-
-def _pad_spatial(x: jax.Array, pads: Pads) -> jax.Array:
-    """Pads (or, for negative pads, crops) the two spatial axes of an NHWC array."""
-    return lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), *((low, high, 0) for low, high in pads), (0, 0, 0)))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _conv_one_input_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, pads: Pads) -> jax.Array:
-    """A stride-1 convolution of a single-channel input, as a matrix product with its patches.
-
-    Eigen's convolution does poorly with one input channel, and the patches (one value per tap) are
-    small. They are built tap-major, so that each tap's window is one contiguous block.
-    """
-    kh, kw = kernel.shape[:2]
-    padded = _pad_spatial(x, pads)[..., 0]
-    oh, ow = padded.shape[1] - kh + 1, padded.shape[2] - kw + 1
-    patches = jnp.stack([padded[:, i : i + oh, j : j + ow] for i, j in np.ndindex(kh, kw)])
-    return _add_bias(jnp.einsum("tnhw,to->nhwo", patches, kernel.reshape(-1, kernel.shape[-1])), bias)
-
-
-def _conv_one_input_channel_fwd(x, kernel, bias, pads):
-    return _conv_one_input_channel(x, kernel, bias, pads), (x, kernel, bias)
-
-
-def _conv_one_input_channel_bwd(pads, residuals, cotangent):
-    x, kernel, bias = residuals
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    input_pads = _input_grad_pads(kernel.shape[:2], (1, 1), pads, x.shape[1:3], cotangent.shape[1:3])
-    input_grad = _conv_one_output_channel(cotangent, flipped, None, input_pads)
-    return (input_grad, *_kernel_and_bias_grads(x, cotangent, kernel.shape[:2], (1, 1), pads, bias))
-
-
-_conv_one_input_channel.defvjp(_conv_one_input_channel_fwd, _conv_one_input_channel_bwd)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _conv_one_output_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | None, pads: Pads) -> jax.Array:
-    """A stride-1 convolution to a single output channel: every tap applied everywhere, then summed.
-
-    One matrix product gives each tap's response at every position; the output sums those
-    responses along the kernel's diagonals (shifted slices), instead of Eigen's one-output-channel
-    convolution, which runs at matrix-vector speed.
-    """
-    kh, kw, in_features, _ = kernel.shape
-    responses = x @ kernel.reshape(kh * kw, in_features).T
-    # Tap (i, j)'s window of the padded responses, as a pad (or crop) of that tap's responses: XLA
-    # fuses these pads into the sum instead of writing out the padded responses.
-    (low_h, high_h), (low_w, high_w) = pads
-    windows = [
-        _pad_spatial(responses[..., i * kw + j, None],
-                     ((low_h - i, high_h + 1 + i - kh), (low_w - j, high_w + 1 + j - kw)))
-        for i, j in np.ndindex(kh, kw)
-    ]
-    return _add_bias(sum(windows), bias)
-
-
-def _conv_one_output_channel_fwd(x, kernel, bias, pads):
-    return _conv_one_output_channel(x, kernel, bias, pads), (x, kernel, bias)
-
-
-def _conv_one_output_channel_bwd(pads, residuals, cotangent):
-    x, kernel, bias = residuals
-    kh, kw = kernel.shape[:2]
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    input_pads = _input_grad_pads((kh, kw), (1, 1), pads, x.shape[1:3], cotangent.shape[1:3])
-    input_grad = _conv_one_input_channel(cotangent, flipped, None, input_pads)
-    # Kernel gradient: the cotangent (one channel, so cheap to make batch-minor) correlated with the
-    # input as the filter (batch moved next to the channels: copies of whole channel rows), in batch
-    # chunks as in `_kernel_and_bias_grads`. It comes out spatially flipped.
-    (low_h, _), (low_w, _) = pads
-    (n_h, n_w), (q_h, q_w) = x.shape[1:3], cotangent.shape[1:3]
-    grad_pads = ((kh - 1 - low_h, n_h - q_h + low_h), (kw - 1 - low_w, n_w - q_w + low_w))
-    flipped_grad = 0.0
-    for start, stop in _batch_chunks(x):
-        flipped_grad += lax.conv_general_dilated(
-            cotangent[start:stop].transpose(3, 1, 2, 0), x[start:stop].transpose(1, 2, 0, 3), (1, 1), grad_pads,
-            dimension_numbers=_DIMENSION_NUMBERS,
-        )
-    kernel_grad = jnp.flip(flipped_grad[0], (0, 1))[..., None]
-    return input_grad, kernel_grad, None if bias is None else jnp.sum(cotangent, axis=(0, 1, 2))
-
-
-_conv_one_output_channel.defvjp(_conv_one_output_channel_fwd, _conv_one_output_channel_bwd)
+def _per_platform(cpu_form: Callable[..., jax.Array], native_form: Callable[..., jax.Array], *args) -> jax.Array:
+    """``cpu_form(*args)`` in a program lowered for CPU, ``native_form(*args)`` in one for any other platform."""
+    return lax.platform_dependent(*args, cpu=cpu_form, default=native_form)
 
 
 def _check_image_batch(x: jax.Array, module: str) -> None:
@@ -377,9 +131,20 @@ class _ConvFields(nn.Module):
     kernel_init: Initializer = keras_kernel_init
     bias_init: Initializer = keras_bias_init
 
+    def _params(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None, tuple[int, int], tuple[int, int]]:
+        """Checks the input and fields; returns (x, kernel, bias, kernel_size, strides)."""
+        _check_image_batch(x, type(self).__name__)
+        kernel_size = _pair(self.kernel_size, "kernel_size")
+        strides = _pair(self.strides, "strides")
+        _check_padding(self.padding)
+        kernel = self.param("kernel", self.kernel_init, kernel_size + (x.shape[-1], self.features))
+        x = jnp.asarray(x, kernel.dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), kernel.dtype) if self.use_bias else None
+        return x, kernel, bias, kernel_size, strides
+
 
 class Conv(_ConvFields):
-    """A 2-D convolution with `flax.linen.Conv`'s parameters and outputs, fast on XLA:CPU.
+    """A 2-D convolution with `flax.linen.Conv`'s parameters and outputs, in each platform's best form.
 
     Attributes:
       features: output channels.
@@ -401,39 +166,21 @@ class Conv(_ConvFields):
         Returns:
           (batch, out_height, out_width, features).
         """
-        _check_image_batch(x, "Conv")
-        kernel_size = _pair(self.kernel_size, "kernel_size")
-        strides = _pair(self.strides, "strides")
-        _check_padding(self.padding)
-        kernel = self.param("kernel", self.kernel_init, kernel_size + (x.shape[-1], self.features))
-        x = jnp.asarray(x, kernel.dtype)
+        x, kernel, bias, kernel_size, strides = self._params(x)
         if isinstance(self.padding, str):
             pads = tuple(lax.padtype_to_pads(x.shape[1:3], kernel_size, strides, self.padding))
         else:
             pads = tuple((int(low), int(high)) for low, high in self.padding)
-        bias = self.param("bias", self.bias_init, (self.features,), kernel.dtype) if self.use_bias else None
-        whole_window = x.shape[1:3] == kernel_size and all(p == (0, 0) for p in pads)
-        if not _fast_cpu_forms():
-            y = lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS)
-            y = _add_bias(y, bias)
-        elif whole_window:
-            # One output pixel that sees the whole input: a matrix product.
-            y = _add_bias((x.reshape(x.shape[0], -1) @ kernel.reshape(-1, self.features))[:, None, None, :], bias)
-        elif strides == (1, 1) and x.shape[-1] == 1:
-            y = _conv_one_input_channel(x, kernel, bias, pads)
-        elif strides == (1, 1) and self.features == 1:
-            y = _conv_one_output_channel(x, kernel, bias, pads)
-        else:
-            y = _conv(x, kernel, bias, strides, pads)
-        return y
+        cpu_form = lambda x, kernel, bias: cpu_conv.conv(x, kernel, bias, strides, pads)
+        native_form = lambda x, kernel, bias: native_conv(x, kernel, bias, strides, pads)
+        return _per_platform(cpu_form, native_form, x, kernel, bias)
 
 
 class ConvTranspose(_ConvFields):
     """A 2-D transposed convolution with `flax.linen.ConvTranspose`'s parameters and outputs.
 
     Same kernel layout (kh, kw, in, out), same names, same padding rules (`transpose_kernel=False`),
-    so checkpoints are interchangeable. On XLA:CPU it runs in the polyphase form (see the module
-    docstring), and a 1x1 input with 'VALID' padding is a matrix product with the flipped kernel.
+    so checkpoints are interchangeable. On CPU it runs in the polyphase form of `echo_jax.ops.cpu_conv`.
 
     Attributes:
       features: output channels.
@@ -456,29 +203,23 @@ class ConvTranspose(_ConvFields):
         Returns:
           (batch, out_height, out_width, features); 'SAME' gives height * stride.
         """
-        _check_image_batch(x, "ConvTranspose")
-        kernel_size = _pair(self.kernel_size, "kernel_size")
-        strides = _pair(self.strides, "strides")
-        _check_padding(self.padding)
-        kernel = self.param("kernel", self.kernel_init, kernel_size + (x.shape[-1], self.features))
-        x = jnp.asarray(x, kernel.dtype)
-        bias = self.param("bias", self.bias_init, (self.features,), kernel.dtype) if self.use_bias else None
+        x, kernel, bias, kernel_size, strides = self._params(x)
         pads = conv_transpose_pads(kernel_size, strides, self.padding)
-        if not _fast_cpu_forms():
-            y = _add_bias(lax.conv_transpose(x, kernel, strides, pads, dimension_numbers=_DIMENSION_NUMBERS), bias)
-        elif x.shape[1:3] == (1, 1) and self.padding == "VALID":
-            # Output pixel (i, j) of a single input pixel is that pixel times kernel tap (kh-1-i, kw-1-j).
-            y = _add_bias(jnp.einsum("bi,hwio->bhwo", x[:, 0, 0, :], jnp.flip(kernel, (0, 1))), bias)
-        else:
-            y = polyphase_conv_transpose(x, kernel, strides, pads, bias)
-        return y
+        cpu_form = lambda x, kernel, bias: cpu_conv.conv_transpose(x, kernel, bias, strides, pads)
+        native_form = lambda x, kernel, bias: native_conv_transpose(x, kernel, bias, strides, pads)
+        return _per_platform(cpu_form, native_form, x, kernel, bias)
 
 
 class ConvEncoder(nn.Module):
     """The paper's MNIST-family conv trunk (spec 3.1, encoder layers 0-4), 28x28 images to 256 features.
 
     Conv 32 k5 -> Conv 32 k5 s2 -> Conv 64 k5 -> Conv 64 k5 s2 -> Conv 256 k7 VALID, all ReLU.
+
+    Attributes:
+      conv: the conv layer class (`Conv`, chosen per platform, unless given).
     """
+
+    conv: ConvLayer = Conv
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -496,10 +237,11 @@ class ConvEncoder(nn.Module):
                 f"ConvEncoder takes 28x28 images (its last 7x7 VALID layer needs a 7x7 map), got {x.shape}; "
                 "use the 'mlp' trunks for other sizes"
             )
-        layers = [(32, 1), (32, 2), (64, 1), (64, 2)]
-        for i, (features, stride) in enumerate(layers):
-            x = nn.relu(Conv(features, 5, stride, "SAME", name=f"conv{i}")(x))
-        x = nn.relu(Conv(256, 7, 1, "VALID", name="conv4")(x))
+        layers = [(32, 5, 1, "SAME"), (32, 5, 2, "SAME"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"),
+                  (256, 7, 1, "VALID")]
+        for i, (features, kernel, stride, padding) in enumerate(layers):
+            layer = self.conv(features, (kernel, kernel), (stride, stride), padding, name=f"conv{i}", **keras_init)
+            x = nn.relu(layer(x))
         return x.reshape(x.shape[0], -1)
 
 
@@ -511,9 +253,13 @@ class ConvDecoder(nn.Module):
 
     Attributes:
       output_channels: channels of the output image.
+      conv: the conv layer class of the output layer (`Conv` unless given).
+      conv_transpose: the transposed conv layer class (`ConvTranspose` unless given).
     """
 
     output_channels: int = 1
+    conv: ConvLayer = Conv
+    conv_transpose: ConvLayer = ConvTranspose
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -531,8 +277,10 @@ class ConvDecoder(nn.Module):
         layers = [(64, 7, 1, "VALID"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"), (32, 5, 1, "SAME"),
                   (32, 5, 2, "SAME"), (32, 4, 1, "SAME")]
         for i, (features, kernel, stride, padding) in enumerate(layers):
-            x = nn.relu(ConvTranspose(features, kernel, stride, padding, name=f"deconv{i}")(x))
-        return Conv(self.output_channels, 5, 1, "SAME", name="conv_out")(x)
+            layer = self.conv_transpose(features, (kernel, kernel), (stride, stride), padding, name=f"deconv{i}",
+                                        **keras_init)
+            x = nn.relu(layer(x))
+        return self.conv(self.output_channels, (5, 5), (1, 1), "SAME", name="conv_out", **keras_init)(x)
 
 
 class MLPEncoder(nn.Module):
@@ -558,7 +306,7 @@ class MLPEncoder(nn.Module):
             raise ValueError("MLPEncoder needs at least one hidden size, e.g. hidden_sizes=(500, 500)")
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(self.hidden_sizes):
-            x = nn.relu(nn.Dense(width, kernel_init=keras_kernel_init, bias_init=keras_bias_init, name=f"dense{i}")(x))
+            x = nn.relu(nn.Dense(width, name=f"dense{i}", **keras_init)(x))
         return x
 
 
@@ -587,9 +335,8 @@ class MLPDecoder(nn.Module):
             raise ValueError(f"MLPDecoder expects latents of shape (batch, latent_dim), got {z.shape}")
         x = z
         for i, width in enumerate(self.hidden_sizes):
-            x = nn.relu(nn.Dense(width, kernel_init=keras_kernel_init, bias_init=keras_bias_init, name=f"dense{i}")(x))
-        x = nn.Dense(math.prod(self.output_shape), kernel_init=keras_kernel_init, bias_init=keras_bias_init,
-                     name="dense_out")(x)
+            x = nn.relu(nn.Dense(width, name=f"dense{i}", **keras_init)(x))
+        x = nn.Dense(math.prod(self.output_shape), name="dense_out", **keras_init)(x)
         return x.reshape((x.shape[0],) + tuple(self.output_shape))
 
 
@@ -597,7 +344,12 @@ class DSpritesEncoder(nn.Module):
     """The dSprites conv trunk (spec 3.2, disentanglement_lib conv_encoder): 64x64 images to 256 features.
 
     Conv 32 k4 s2 -> Conv 32 k4 s2 -> Conv 64 k2 s2 -> Conv 64 k2 s2 -> flatten -> Dense 256, all ReLU.
+
+    Attributes:
+      conv: the conv layer class (`Conv`, chosen per platform, unless given).
     """
+
+    conv: ConvLayer = Conv
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -613,9 +365,9 @@ class DSpritesEncoder(nn.Module):
         if x.shape[1:3] != (64, 64):
             raise ValueError(f"DSpritesEncoder takes 64x64 images, got {x.shape}")
         for i, (features, kernel) in enumerate([(32, 4), (32, 4), (64, 2), (64, 2)]):
-            x = nn.relu(Conv(features, kernel, 2, "SAME", name=f"conv{i}")(x))
+            x = nn.relu(self.conv(features, (kernel, kernel), (2, 2), "SAME", name=f"conv{i}", **keras_init)(x))
         x = x.reshape(x.shape[0], -1)
-        return nn.relu(nn.Dense(256, kernel_init=keras_kernel_init, bias_init=keras_bias_init, name="dense")(x))
+        return nn.relu(nn.Dense(256, name="dense", **keras_init)(x))
 
 
 class DSpritesDecoder(nn.Module):
@@ -626,9 +378,11 @@ class DSpritesDecoder(nn.Module):
 
     Attributes:
       output_channels: channels of the output image.
+      conv_transpose: the transposed conv layer class (`ConvTranspose` unless given).
     """
 
     output_channels: int = 1
+    conv_transpose: ConvLayer = ConvTranspose
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
@@ -642,23 +396,27 @@ class DSpritesDecoder(nn.Module):
         """
         if z.ndim != 2:
             raise ValueError(f"DSpritesDecoder expects latents of shape (batch, latent_dim), got {z.shape}")
-        x = nn.relu(nn.Dense(256, kernel_init=keras_kernel_init, bias_init=keras_bias_init, name="dense0")(z))
-        x = nn.relu(nn.Dense(1024, kernel_init=keras_kernel_init, bias_init=keras_bias_init, name="dense1")(x))
+        x = nn.relu(nn.Dense(256, name="dense0", **keras_init)(z))
+        x = nn.relu(nn.Dense(1024, name="dense1", **keras_init)(x))
         x = x.reshape(x.shape[0], 4, 4, 64)
         for i, features in enumerate([64, 32, 32]):
-            x = nn.relu(ConvTranspose(features, 4, 2, "SAME", name=f"deconv{i}")(x))
-        return ConvTranspose(self.output_channels, 4, 2, "SAME", name="deconv_out")(x)
+            x = nn.relu(self.conv_transpose(features, (4, 4), (2, 2), "SAME", name=f"deconv{i}", **keras_init)(x))
+        return self.conv_transpose(self.output_channels, (4, 4), (2, 2), "SAME", name="deconv_out", **keras_init)(x)
 
 
 _TRUNK_SIZES = {"conv": (28, 28), "dsprites": (64, 64)}
 
 
-def make_trunks(name: str, image_shape: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+def make_trunks(
+    name: str, image_shape: Sequence[int], *, conv: ConvLayer = Conv, conv_transpose: ConvLayer = ConvTranspose
+) -> tuple[nn.Module, nn.Module]:
     """The encoder and decoder trunks of one architecture for images of one shape.
 
     Args:
       name: "conv" (the paper's MNIST-family model, 28x28), "mlp" (any shape) or "dsprites" (64x64).
       image_shape: (height, width, channels) of one image.
+      conv: the conv layer class of the conv trunks (`Conv`, chosen per platform, unless given).
+      conv_transpose: their transposed conv layer class (`ConvTranspose` unless given).
 
     Returns:
       (encoder, decoder): the encoder maps (batch, *image_shape) to (batch, features); the decoder maps
@@ -675,5 +433,5 @@ def make_trunks(name: str, image_shape: Sequence[int]) -> tuple[nn.Module, nn.Mo
         size = "x".join(map(str, _TRUNK_SIZES[name]))
         raise ValueError(f"the {name!r} trunks take {size} images, got image_shape {shape}; use 'mlp' for other sizes")
     if name == "conv":
-        return ConvEncoder(), ConvDecoder(output_channels=shape[2])
-    return DSpritesEncoder(), DSpritesDecoder(output_channels=shape[2])
+        return ConvEncoder(conv), ConvDecoder(shape[2], conv, conv_transpose)
+    return DSpritesEncoder(conv), DSpritesDecoder(shape[2], conv_transpose)

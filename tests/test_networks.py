@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,7 @@ import pytest
 from jax import lax
 
 from echo_jax import networks
+from echo_jax.ops import cpu_conv
 
 # Differences are measured against the reference's largest magnitude (float32 sums of <= 800 terms).
 RELATIVE_TOLERANCE = 1e-4
@@ -111,11 +115,68 @@ def test_stride2_conv_transpose_matches_scatter_definition():
     assert_close(y, numpy_conv_transpose(x, kernel, 2, 3, 14), "output vs scatter definition")
 
 
-def test_conv_transpose_native_form_matches_flax(monkeypatch):
-    # The form used off XLA:CPU (GPU/TPU): the native lax op.
-    monkeypatch.setattr(networks, "_fast_cpu_forms", lambda: False)
-    ours = networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME")
-    check_against_flax(ours, nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (7, 7))
+@pytest.mark.parametrize(
+    "ours, reference, input_hw",
+    [
+        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7),
+                     id="conv-s2"),
+        pytest.param(networks.Conv(OUT_FEATURES, 3, 1, ((2, 0), (1, 1))),
+                     nn.Conv(OUT_FEATURES, (3, 3), 1, ((2, 0), (1, 1))), (6, 5), id="conv-explicit"),
+        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
+                     nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (7, 7), id="conv-transpose-s2"),
+        pytest.param(networks.ConvTranspose(OUT_FEATURES, 7, 1, "VALID"),
+                     nn.ConvTranspose(OUT_FEATURES, (7, 7), (1, 1), "VALID"), (1, 1), id="conv-transpose-1x1"),
+    ],
+)
+def test_native_forms_match_flax(monkeypatch, ours, reference, input_hw):
+    # The forms that programs lowered for other platforms (GPU, TPU) get, run here on CPU.
+    monkeypatch.setattr(networks, "_per_platform", lambda cpu_form, native_form, *args: native_form(*args))
+    check_against_flax(ours, reference, input_hw)
+
+
+def conv_ops(lowered_text: str) -> collections.Counter:
+    """The convolution ops of a lowered program (operands, attributes, types), without value names."""
+    return collections.Counter(
+        re.sub(r"%[\w#:]+", "%", line.split(" loc(")[0].strip())
+        for line in lowered_text.splitlines() if "stablehlo.convolution" in line
+    )
+
+
+def zero_inserting_convs(lowered_text: str) -> int:
+    """How many convolutions dilate their input (lhs_dilate > 1): transposed convolutions in lax's form."""
+    dilations = re.findall(r"lhs_dilate = \[([\d, ]+)\]", lowered_text)
+    return sum(any(int(d) > 1 for d in dilation.split(",")) for dilation in dilations)
+
+
+@pytest.mark.parametrize(
+    "ours, reference, input_hw, in_features",
+    [
+        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7),
+                     IN_FEATURES, id="conv-s2"),
+        pytest.param(networks.Conv(OUT_FEATURES, 3, 1, "SAME"), nn.Conv(OUT_FEATURES, (3, 3), 1, "SAME"), (6, 6),
+                     1, id="one-input-channel"),
+        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
+                     nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (7, 7), IN_FEATURES,
+                     id="conv-transpose-s2"),
+    ],
+)
+def test_each_lowering_platform_gets_its_form(ours, reference, input_hw, in_features):
+    # Lowered for cuda or tpu (from this CPU machine), the gradients of a layer vmapped over stacked
+    # parameters, as sweeps compute them, hold exactly flax's (lax's) convolutions; lowered for CPU,
+    # other ones (the CPU forms: no zero-inserting, lhs-dilated, convolutions).
+    x = jax.ShapeDtypeStruct((2, *input_hw, in_features), jnp.float32)
+    init = jax.vmap(lambda key: reference.init(key, jnp.zeros(x.shape, x.dtype)))
+    params = jax.eval_shape(init, jax.ShapeDtypeStruct((2, 2), jnp.uint32))
+
+    def lowered(module: nn.Module, platform: str) -> str:
+        grads = jax.vmap(jax.grad(lambda p, x: jnp.sum(jnp.sin(module.apply(p, x))), argnums=(0, 1)), (0, None))
+        return jax.jit(grads).trace(params, x).lower(lowering_platforms=(platform,)).as_text()
+
+    for platform in ("cuda", "tpu"):
+        assert conv_ops(lowered(ours, platform)) == conv_ops(lowered(reference, platform)), platform
+    cpu_text = lowered(ours, "cpu")
+    assert conv_ops(cpu_text) != conv_ops(lowered(reference, "cpu"))
+    assert zero_inserting_convs(cpu_text) == 0
 
 
 def test_polyphase_form_handles_other_strides_and_explicit_padding():
@@ -125,6 +186,9 @@ def test_polyphase_form_handles_other_strides_and_explicit_padding():
     pads = ((1, 2), (0, 1))
     check_against_flax(networks.ConvTranspose(OUT_FEATURES, 3, 2, pads),
                        nn.ConvTranspose(OUT_FEATURES, (3, 3), (2, 2), pads), (4, 5), seed=2)
+    # A 1x1 input whose 'VALID' output (3x3) is wider than the kernel (2x2): not the matrix-product form.
+    check_against_flax(networks.ConvTranspose(OUT_FEATURES, 2, 3, "VALID"),
+                       nn.ConvTranspose(OUT_FEATURES, (2, 2), (3, 3), "VALID"), (1, 1), seed=3)
 
 
 # Every convolution of the encoders: (input size, kernel, stride, padding, output size).
@@ -190,9 +254,9 @@ def test_single_channel_conv_matches_flax(in_features, out_features, kernel, pad
 )
 def test_kernel_gradient_summed_over_batch_chunks(monkeypatch, module, reference, input_hw):
     # Chunks of one or two examples (and an uneven last chunk) give the gradients of the whole batch.
-    monkeypatch.setattr(networks, "_KERNEL_GRAD_CHUNK_BYTES", 2 * 4 * OUT_FEATURES * input_hw[0] * input_hw[1])
+    monkeypatch.setattr(cpu_conv, "_KERNEL_GRAD_CHUNK_BYTES", 2 * 4 * OUT_FEATURES * input_hw[0] * input_hw[1])
     x, params = random_conv(IN_FEATURES, module.features, 5 if module.features > 1 else 3, input_hw, 5, seed=6)
-    assert len(networks._batch_chunks(x, jnp.zeros(x.shape[:3] + (OUT_FEATURES,)))) >= 3
+    assert len(cpu_conv._batch_chunks(x, jnp.zeros(x.shape[:3] + (OUT_FEATURES,)))) >= 3
     compare_with_flax(module, reference, x, params, np.random.default_rng(7))
 
 
@@ -287,6 +351,34 @@ def test_conv_decoder_matches_plain_flax_model(initial_params):
     params = initial_params["conv_decoder"]
     ours = jax.jit(networks.ConvDecoder().apply)(params, z)
     assert_close(ours, jax.jit(PlainDecoder().apply)(params, z), "decoder logits")
+
+
+def test_trunks_take_their_conv_layers():
+    # Built with flax's own layers, the conv trunks have the same parameters (names, shapes, initial
+    # values) and compute the same functions: the layer class chooses only the form of the convolutions.
+    flax_layers = dict(conv=nn.Conv, conv_transpose=nn.ConvTranspose)
+    flax_encoder, flax_decoder = networks.make_trunks("dsprites", (64, 64, 1), **flax_layers)
+    assert flax_encoder.conv is nn.Conv and flax_decoder.conv_transpose is nn.ConvTranspose
+    rng = np.random.default_rng(0)
+    pairs = [
+        (networks.ConvDecoder(), networks.ConvDecoder(**flax_layers), rng.normal(size=(2, 32))),
+        (networks.DSpritesEncoder(), flax_encoder, rng.uniform(size=(2, 64, 64, 1))),
+    ]
+
+    @jax.jit
+    def init_and_apply(key, inputs):
+        out = []
+        for (ours, theirs), x in zip([pair[:2] for pair in pairs], inputs):
+            params = ours.init(key, x)
+            out.append((params, theirs.init(key, x), ours.apply(params, x), theirs.apply(params, x)))
+        return out
+
+    inputs = [jnp.asarray(x, jnp.float32) for _, _, x in pairs]
+    for (ours, _, _), (params, flax_params, y, y_flax) in zip(pairs, init_and_apply(jax.random.key(0, impl="rbg"),
+                                                                                   inputs)):
+        assert jax.tree.structure(params) == jax.tree.structure(flax_params), type(ours).__name__
+        jax.tree.map(np.testing.assert_array_equal, params, flax_params)
+        assert_close(y, y_flax, f"{type(ours).__name__} output")
 
 
 def test_make_trunks_builds_each_architecture_and_rejects_bad_requests():
