@@ -71,3 +71,51 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
               if output.output_type == "error"]
     assert not errors
     assert notebook.cells[-1].outputs[0].text == sys.executable  # the cells ran in this interpreter
+
+
+def _install_cell(path: Path) -> str:
+    return next(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
+
+
+def test_the_install_cells_are_one_cell():
+    assert len({_install_cell(path) for path in NOTEBOOKS}) == 1
+
+
+@pytest.mark.parametrize("install_from, jax_after", [("", None), ("git+https://example.org/echo-jax", "0.10.2"),
+                                                      ("/content/drive/MyDrive/echo-jax", "0.11.0")])
+def test_install_cell_on_colab(monkeypatch: pytest.MonkeyPatch, capsys, install_from, jax_after):
+    """The install cell as Colab runs it (google.colab importable, echo-jax absent), with pip stubbed out."""
+    import importlib.metadata
+    import subprocess
+    import types
+
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setitem(sys.modules, "google", sys.modules.get("google") or types.ModuleType("google"))
+    versions = {"jax": "0.10.2"}  # Colab's own jax, before the install
+
+    def version(package):
+        if package not in versions:
+            raise importlib.metadata.PackageNotFoundError(package)
+        return versions[package]
+
+    commands = []
+
+    def pip(command, check):
+        commands.append(command)
+        versions.update({"echo-jax": "0.1.0", "jax": jax_after})
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(subprocess, "run", pip)
+    source = _install_cell(NOTEBOOKS[0]).replace('ECHO_JAX_INSTALL_FROM = ""', f"ECHO_JAX_INSTALL_FROM = {install_from!r}")
+    if not install_from:
+        with pytest.raises(RuntimeError, match="Set ECHO_JAX_INSTALL_FROM at the top of this cell"):
+            exec(source, {})
+        assert not commands
+        return
+    exec(source, {})
+    assert commands == [[sys.executable, "-m", "pip", "install", "-q", install_from]]
+    printed = capsys.readouterr().out
+    if jax_after == "0.10.2":
+        assert "jax 0.10.2 is Colab's own" in printed
+    else:
+        assert "Colab's 0.10.2: pip installed jax 0.11.0" in printed and "jax[cuda12]==0.11.0" in printed

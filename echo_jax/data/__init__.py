@@ -7,10 +7,12 @@
 
 Files come from the data folder (`data_dir`, else $ECHO_JAX_DATA_DIR, else a per-user cache) and are
 downloaded there, with checksums, when missing. dSprites is rendered procedurally unless the upstream
-file is present; `mnist_sample` ships with the package.
+file is present; `mnist_sample` ships with the package. ``load(..., source="tfds")`` reads the same
+datasets, in the same order, from a tfds data folder where TensorFlow Datasets prepared them
+(`echo_jax.data.tfds_source`; ``pip install 'echo-jax[tfds]'``).
 """
 
-from echo_jax.data import dsprites
+from echo_jax.data import dsprites, tfds_source
 from echo_jax.data.datasets import BINARIZATIONS, ArrayDataset, available, load, mnist_sample_path
 from echo_jax.data.fetch import (
     DATA_DIR_ENV,
@@ -41,4 +43,5 @@ __all__ = [
     "num_batches",
     "read_verified",
     "resolve_data_dir",
+    "tfds_source",
 ]

@@ -1,5 +1,7 @@
 """`load(name, split)`: every dataset of the paper as numpy arrays, from one entry point.
 
+Each dataset is read from its canonical files, or with ``source="tfds"`` from a dataset prepared by
+TensorFlow Datasets (`echo_jax.data.tfds_source`): the same arrays, in the same order, either way.
 Images are (N, H, W, 1): float32 in [0, 1], or uint8 in {0, 1} for dSprites (737,280 images would
 take 12 GB as float32). With ``binarize="dynamic"`` the images hold grey values and every batch served
 by `echo_jax.data.batches` is a fresh Bernoulli draw from them.
@@ -18,7 +20,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from echo_jax.data import dsprites, readers
+from echo_jax.data import dsprites, readers, tfds_source
 from echo_jax.data.fetch import check_sha256, fetch, read_verified, resolve_data_dir
 from echo_jax.data.registry import (
     BINARIZED_MNIST_NPZ,
@@ -30,6 +32,8 @@ from echo_jax.data.registry import (
 )
 
 BINARIZATIONS: Final = ("none", "static", "dynamic", "threshold")
+# The `source` option value that reads a tfds-prepared dataset instead of the canonical files.
+TFDS: Final = "tfds"
 # Images of the embedded sample: the first 9,000 MNIST training digits train, the next 1,000 test.
 MNIST_SAMPLE_TRAIN_SIZE: Final = 9_000
 
@@ -99,27 +103,37 @@ def _check_validation_size(split: str, validation_size: int) -> None:
 
 
 def _load_idx_dataset(
-    name: str, folder: str, split: str, data_dir: Path, binarize: str, validation_size: int
+    name: str, folder: str, split: str, data_dir: Path | str, binarize: str, validation_size: int, source: str
 ) -> ArrayDataset:
     _check_validation_size(split, validation_size)
-    prefix = "t10k" if split == "test" else "train"
-    images = readers.parse_idx(read_verified(f"{folder}/{prefix}-images-idx3-ubyte.gz", data_dir), f"{name} images")
-    labels = readers.parse_idx(read_verified(f"{folder}/{prefix}-labels-idx1-ubyte.gz", data_dir), f"{name} labels")
+    if source == TFDS:
+        images, labels = tfds_source.read_labelled_images(name, "test" if split == "test" else "train", data_dir)
+    else:
+        prefix = "t10k" if split == "test" else "train"
+        images = readers.parse_idx(read_verified(f"{folder}/{prefix}-images-idx3-ubyte.gz", data_dir), f"{name} images")
+        labels = readers.parse_idx(read_verified(f"{folder}/{prefix}-labels-idx1-ubyte.gz", data_dir), f"{name} labels")
     if split != "test":
+        if validation_size >= len(images):  # a small tfds-prepared split
+            raise ValueError(f"validation_size {validation_size} leaves none of the {len(images)} {name} training images.")
         keep = slice(len(images) - validation_size, None) if split == "valid" else slice(0, len(images) - validation_size)
         images, labels = images[keep], labels[keep]
     return _grey(name, split, images, labels, binarize)
 
 
-def _load_mnist(split: str, data_dir: Path, binarize: str, validation_size: int) -> ArrayDataset:
-    return _load_idx_dataset("mnist", "mnist", split, data_dir, binarize, validation_size)
+def _load_mnist(split: str, data_dir: Path | str, binarize: str, validation_size: int, source: str) -> ArrayDataset:
+    return _load_idx_dataset("mnist", "mnist", split, data_dir, binarize, validation_size, source)
 
 
-def _load_fashion_mnist(split: str, data_dir: Path, binarize: str, validation_size: int) -> ArrayDataset:
-    return _load_idx_dataset("fashion_mnist", "fashion_mnist", split, data_dir, binarize, validation_size)
+def _load_fashion_mnist(
+    split: str, data_dir: Path | str, binarize: str, validation_size: int, source: str
+) -> ArrayDataset:
+    return _load_idx_dataset("fashion_mnist", "fashion_mnist", split, data_dir, binarize, validation_size, source)
 
 
-def _load_binary_mnist(split: str, data_dir: Path, binarize: str) -> ArrayDataset:
+def _load_binary_mnist(split: str, data_dir: Path | str, binarize: str, source: str) -> ArrayDataset:
+    if source == TFDS:
+        images = tfds_source.read_binarized_mnist("validation" if split == "valid" else split, data_dir)
+        return _finish("binary_mnist", split, images.astype(np.float32), None, binarize)
     amat_key = f"binarized_mnist/binarized_mnist_{split}.amat"
     repack = data_dir / BINARIZED_MNIST_NPZ
     if repack.is_file() and not (data_dir / amat_key).is_file():
@@ -150,7 +164,17 @@ def _omniglot_28x28(data_dir: Path) -> np.ndarray:
     counts = tuple(len(half) for half in halves)
     if counts != (964, 659):
         raise readers.DataFormatError(f"Omniglot must have 964 background and 659 evaluation characters, got {counts}.")
-    drawings = np.concatenate(halves)
+    return _downsample_omniglot(np.concatenate(halves))
+
+
+@functools.cache
+def _tfds_omniglot_28x28(data_dir: str) -> np.ndarray:
+    """As `_omniglot_28x28`, from the drawings of tfds' omniglot."""
+    return _downsample_omniglot(tfds_source.read_omniglot_drawings(data_dir))
+
+
+def _downsample_omniglot(drawings: np.ndarray) -> np.ndarray:
+    """(characters, 20, 105, 105) bool drawings, True = background, as (characters, 20, 28, 28) float32 ink."""
     weights = readers.area_downsample_matrix(readers.OMNIGLOT_SIZE, 28).astype(np.float32)
     small = np.empty((*drawings.shape[:2], 28, 28), np.float32)
     # In chunks of characters: the 105x105 float copies of all drawings would take 1.4 GB.
@@ -160,11 +184,11 @@ def _omniglot_28x28(data_dir: Path) -> np.ndarray:
     return np.clip(small, 0.0, 1.0)
 
 
-def _load_omniglot(split: str, data_dir: Path, binarize: str, source: str) -> ArrayDataset:
+def _load_omniglot(split: str, data_dir: Path | str, binarize: str, source: str) -> ArrayDataset:
     if source == "chardata":
         train, test = readers.read_chardata(fetch("omniglot/chardata.mat", data_dir))
         return _finish("omniglot", split, train if split == "train" else test, None, binarize)
-    images = _omniglot_28x28(data_dir)
+    images = _tfds_omniglot_28x28(data_dir) if source == TFDS else _omniglot_28x28(data_dir)
     # Drawers 0-14 of every character train, 15-19 test (24,345 / 8,115 images).
     drawers = slice(0, 15) if split == "train" else slice(15, 20)
     chosen = images[:, drawers]
@@ -173,8 +197,13 @@ def _load_omniglot(split: str, data_dir: Path, binarize: str, source: str) -> Ar
 
 
 @functools.cache
-def _dsprites_all(data_dir: Path, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """All dSprites images and factor classes, read-only, from the upstream file or rendered."""
+def _dsprites_all(data_dir: Path | str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """All dSprites images and factor classes, read-only, from the upstream file, tfds, or rendered."""
+    if source == TFDS:
+        images, classes = tfds_source.read_dsprites(data_dir)
+        images.flags.writeable = False
+        classes.flags.writeable = False
+        return images, classes
     classes = dsprites.all_factor_classes()
     if source == "download":
         path = fetch(DSPRITES_FILES[1], data_dir)
@@ -208,16 +237,19 @@ def random_subset(num_total: int, num_examples: int | None) -> np.ndarray | None
     return np.sort(np.random.default_rng(0).choice(num_total, num_examples, replace=False))
 
 
-def _dsprites_images(name: str, split: str, data_dir: Path, source: str, chosen: np.ndarray) -> ArrayDataset:
-    """The dSprites images of the boolean or index selection `chosen`, rendering only those when no
-    upstream file is used."""
+def _dsprites_images(name: str, split: str, data_dir: Path | str, source: str, chosen: np.ndarray) -> ArrayDataset:
+    """The dSprites images of the boolean or index selection `chosen`, rendering (or reading from tfds)
+    only those when no upstream file is used."""
+    if source == TFDS:
+        images, classes = tfds_source.read_dsprites(data_dir, np.arange(dsprites.NUM_IMAGES)[chosen])
+        return _dsprites_dataset(name, split, images, classes)
     classes = dsprites.all_factor_classes()[chosen]
     upstream = source == "download" or (source == "auto" and any((data_dir / f).is_file() for f in DSPRITES_FILES))
     images = _dsprites_all(data_dir, source)[0][chosen] if upstream else dsprites.render(classes)
     return _dsprites_dataset(name, split, images, classes)
 
 
-def _load_dsprites(split: str, data_dir: Path, source: str, num_examples: int | None) -> ArrayDataset:
+def _load_dsprites(split: str, data_dir: Path | str, source: str, num_examples: int | None) -> ArrayDataset:
     # As in the original, the test split is the training set itself.
     chosen = random_subset(dsprites.NUM_IMAGES, num_examples)
     if chosen is None:
@@ -227,7 +259,7 @@ def _load_dsprites(split: str, data_dir: Path, source: str, num_examples: int | 
 
 
 def _load_dsprites_correlated(
-    split: str, data_dir: Path, source: str, remove_prob: float, n_blocks: int, seed: int, num_examples: int | None
+    split: str, data_dir: Path | str, source: str, remove_prob: float, n_blocks: int, seed: int, num_examples: int | None
 ) -> ArrayDataset:
     keep = dsprites.correlated_keep_mask(remove_prob, n_blocks, seed)
     chosen = np.flatnonzero(keep if split == "train" else ~keep)
@@ -256,23 +288,28 @@ def _load_mnist_sample(split: str, data_dir: Path, binarize: str) -> ArrayDatase
 
 
 _GREY_BINARIZATIONS: Final = ("dynamic", "threshold", "none")
-_DSPRITES_SOURCES: Final = ("auto", "render", "download")
+_FILE_SOURCES: Final = ("files", TFDS)
+_DSPRITES_SOURCES: Final = ("auto", "render", "download", TFDS)
 _SPECS: Final[dict[str, _Spec]] = {
-    "binary_mnist": _Spec(_load_binary_mnist, ("train", "valid", "test"), {"binarize": ("static", ("static",))}),
+    "binary_mnist": _Spec(
+        _load_binary_mnist,
+        ("train", "valid", "test"),
+        {"binarize": ("static", ("static",)), "source": ("files", _FILE_SOURCES)},
+    ),
     "mnist": _Spec(
         _load_mnist,
         ("train", "valid", "test"),
-        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None)},
+        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None), "source": ("files", _FILE_SOURCES)},
     ),
     "fashion_mnist": _Spec(
         _load_fashion_mnist,
         ("train", "valid", "test"),
-        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None)},
+        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None), "source": ("files", _FILE_SOURCES)},
     ),
     "omniglot": _Spec(
         _load_omniglot,
         ("train", "test"),
-        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "source": ("originals", ("originals", "chardata"))},
+        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "source": ("originals", ("originals", "chardata", TFDS))},
     ),
     "dsprites": _Spec(_load_dsprites, ("train", "test"), {"source": ("auto", _DSPRITES_SOURCES)}),
     "dsprites_correlated": _Spec(
@@ -323,11 +360,19 @@ def load(
       training set: 9,000 train, 1,000 test), no network or data folder needed; ``binarize`` as for
       MNIST.
 
+    ``source="tfds"`` (every dataset but ``mnist_sample``; for the others ``source`` is "files") reads
+    the tfds builder ``binarized_mnist``, ``mnist``, ``fashion_mnist``, ``omniglot`` (its original
+    drawings, made into the images of ``source="originals"``) or ``dsprites`` from a tfds data folder
+    where it is prepared, never downloading: the same images, labels and factors, restored to the
+    source order (see `echo_jax.data.tfds_source`). ArrayRecord data needs only tensorflow-datasets
+    (``pip install 'echo-jax[tfds]'``); TFRecord data also needs TensorFlow.
+
     Args:
       name: one of `available()`.
       split: a split of that dataset.
       data_dir: the data folder; default $ECHO_JAX_DATA_DIR, else a per-user cache. Missing files
-        are downloaded into it.
+        are downloaded into it. With ``source="tfds"``: the tfds data folder (a local path or a
+        bucket URL), default $TFDS_DATA_DIR, else ~/tensorflow_datasets.
       num_examples: keep a fixed random subset of this many examples (in dataset order); dSprites then
         renders only those. None keeps the whole split.
       **options: dataset options, listed above.
@@ -337,7 +382,10 @@ def load(
 
     Raises:
       ValueError: for an unknown name, split, option or option value.
-      DataUnavailableError: a needed file is missing and cannot be downloaded.
+      DataUnavailableError: a needed file is missing and cannot be downloaded, or (tfds) the dataset
+        is not prepared in the tfds data folder.
+      ImportError: (tfds) tensorflow-datasets is not installed, or the data is TFRecord and
+        TensorFlow is not installed.
       ChecksumMismatchError: a file is not the canonical data.
     """
     if name not in _SPECS:
@@ -362,7 +410,10 @@ def load(
         resolved[option] = value
     if num_examples is not None and (int(num_examples) != num_examples or num_examples < 1):
         raise ValueError(f"num_examples must be a positive number of examples, got {num_examples!r}.")
-    folder = resolve_data_dir(data_dir).resolve()
+    if resolved.get("source") == TFDS:
+        folder = tfds_source.resolve_data_dir(data_dir)
+    else:
+        folder = resolve_data_dir(data_dir).resolve()
     if name.startswith("dsprites"):
         return spec.loader(split, folder, num_examples=num_examples, **resolved)
     dataset = spec.loader(split, folder, **resolved)
