@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -35,12 +36,14 @@ from typing import Callable, Iterable, Sequence
 import ml_collections
 
 from echo_jax import sweep, train
+from echo_jax.errors import ConfigError
 from echo_jax.files import write_atomic
 
-# Fields that say how a run is executed, not what it computes: they are left out of its key.
+# Fields that say how a run is executed, not what it computes: they are left out of its key. (tfds data
+# equals the built-in readers' data, tested, so where the data is read from is not part of a run either.)
 EXECUTION_FIELDS = frozenset({
-    "data_dir", "sweep_strategy", "models_per_program", "log_every_steps", "checkpoint_every_steps",
-    "betas", "num_seeds",
+    "data_dir", "data_source", "tfds_data_dir", "sweep_strategy", "models_per_program", "log_every_steps",
+    "checkpoint_every_steps", "betas", "num_seeds",
 })
 LAYOUTS = ("auto", "per_beta", "per_variant")
 
@@ -78,7 +81,7 @@ def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
     if not os.path.isabs(path):
         path = os.path.join(root, path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path} not found (from {spec!r})")
+        raise ConfigError(f"config file {path} not found (from {spec!r})")
     module_spec = importlib.util.spec_from_file_location(f"_campaign_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -182,7 +185,7 @@ def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] |
     wanted = list(groups) if groups else names
     unknown = sorted(set(wanted) - set(names))
     if unknown:
-        raise ValueError(f"unknown group(s) {', '.join(unknown)}; the campaign has {', '.join(names)}")
+        raise ConfigError(f"unknown group(s) {', '.join(unknown)}; the campaign has {', '.join(names)}")
     runs: dict[str, Run] = {}
     for g in campaign.groups:
         if g.name not in wanted:
@@ -212,7 +215,7 @@ def _override(config: ml_collections.ConfigDict, overrides: dict) -> None:
         for p in parents:
             target = target[p]
         if leaf not in target:
-            raise ValueError(f"override {name}={value!r}: the config has no field {name!r}")
+            raise ConfigError(f"override {name}={value!r}: the config has no field {name!r}")
         target[leaf] = value
 
 
@@ -355,14 +358,22 @@ def run_campaign(
         if deadline is not None and clock() >= deadline:
             log("time budget spent: stopping before the next program")
             break
-        log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
         workdir = os.path.join(work_dir, campaign.name, program.key)
+        if not take_lock(workdir):
+            log(f"program {program.key} is being trained by another runner; skipping it")
+            continue
+        if all(r.key in finished_runs(results_dir) for r in program.runs):  # another runner finished it
+            release_lock(workdir)
+            continue
+        log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
         stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
             results = train.train_and_evaluate(program.config, workdir, should_stop=stop)
         except train.RunInterrupted as e:
             log(f"time budget spent: {e}")
             break
+        finally:
+            release_lock(workdir)
         for m, run in enumerate(program.runs):
             write_run(results_dir, run, program, workdir, results["results"][m], commit)
             log(f"finished {run.describe()}: {_summary(results['results'][m]['test'])} -> {run.path}")
@@ -370,6 +381,46 @@ def run_campaign(
     for line in status_lines(campaign, runs, done):
         log(line)
     return all(r.key in done for r in runs)
+
+
+def take_lock(workdir: str) -> bool:
+    """Claims a program for this process, so that several runners can share a campaign (one a core, say).
+
+    The lock file names the owner's host and process id; a lock whose process has ended is taken over.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "lock")
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            with open(path) as f:
+                host, _, pid = f.read().strip().partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                os.remove(path)  # left by a runner that was killed
+                continue
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return True
+    return False
+
+
+def release_lock(workdir: str) -> None:
+    path = os.path.join(workdir, "lock")
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: dict, commit: str | None) -> None:

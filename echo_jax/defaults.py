@@ -21,6 +21,8 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     # Data. binarize: "" keeps the dataset's default (static for binary_mnist, dynamic for the others).
     c.dataset = "binary_mnist"
     c.data_dir = ""  # "" -> $ECHO_JAX_DATA_DIR, else a per-user cache
+    c.data_source = "files"  # files: the canonical files in data_dir | tfds: a tfds-prepared dataset
+    c.tfds_data_dir = ""  # "" -> $TFDS_DATA_DIR, else ~/tensorflow_datasets; may be a gs:// folder
     c.binarize = ""
     c.num_train_examples = 0  # 0 -> the whole split; otherwise a fixed random subset of N examples
     c.num_test_examples = 0

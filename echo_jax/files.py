@@ -24,7 +24,13 @@ def write_atomic(path: str, content: bytes | str) -> None:
         raise
 
 
+def dumps_strict(obj, **kwargs) -> str:
+    """JSON text that any JSON reader accepts: NaN and Infinity raise ValueError instead of being written."""
+    return json.dumps(obj, allow_nan=False, **kwargs)
+
+
 def append_jsonl(path: str, record: dict) -> None:
-    """Appends one JSON record as a line."""
+    """Appends one strict JSON record as a line."""
+    line = dumps_strict(record) + "\n"
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line)

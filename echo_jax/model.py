@@ -25,24 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from echo_jax import encoders, marginals, networks
-
-ENCODERS = ("echo", "gaussian", "iaf")
-MARGINALS = ("none", "std_normal", "maf", "vamp")
-NETWORKS = ("conv", "mlp", "dsprites")
-
-
-def check_encoder_marginal(encoder: str, marginal: str) -> None:
-    """Raises ValueError for an unknown or inconsistent encoder/marginal pair."""
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
-    if marginal not in MARGINALS:
-        raise ValueError(f"unknown marginal {marginal!r}; choose one of {', '.join(MARGINALS)}")
-    if (encoder == "echo") != (marginal == "none"):
-        raise ValueError(
-            f"encoder {encoder!r} with marginal {marginal!r}: Echo's rate is exact and uses marginal='none'; "
-            "the gaussian and iaf encoders need a marginal (std_normal, maf or vamp)"
-        )
-
+from echo_jax.validation import check_encoder_marginal
 
 class Autoencoder(nn.Module):
     """An autoencoder whose loss terms are returned by name.

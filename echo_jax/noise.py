@@ -18,6 +18,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Order = Literal["independent", "cyclic"]
 
@@ -81,7 +82,18 @@ def echo_rate(log_s: jax.Array, *, clip: float | jax.Array) -> jax.Array:
     Returns:
       (...,) rate per example; it is at least D * (-log c).
     """
+    _check_clip(clip, "echo_rate")
     return -jnp.sum(jnp.log(clip) + log_s, axis=-1)
+
+
+def _check_clip(clip, caller: str) -> None:
+    """Refuses a concrete clip outside (0, 1): the series would not converge (NaN) or the rate turn negative."""
+    if isinstance(clip, jax.core.Tracer):
+        return  # traced: checked where it was concrete
+    values = np.asarray(clip, dtype=np.float64)
+    if not np.all((values > 0) & (values < 1)):
+        raise ValueError(f"{caller}: clip must lie in (0, 1), got {clip!r}; echo_clip(batch_size - 1) gives the "
+                         "paper's value")
 
 
 def _check_shapes(fx: jax.Array, log_s: jax.Array) -> None:
@@ -191,6 +203,7 @@ def echo_sample(
       (B, D) array: z, or eps if `return_noise`.
     """
     _check_shapes(fx, log_s)
+    _check_clip(clip, "echo_sample")
     if order not in ("independent", "cyclic"):
         raise ValueError(f"echo_sample: order must be 'independent' or 'cyclic', got {order!r}")
     if replace and order == "cyclic":

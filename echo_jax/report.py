@@ -10,6 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
+from echo_jax.errors import WorkdirError
 from echo_jax.files import write_atomic
 
 
@@ -19,7 +20,7 @@ def load_results(workdirs: Iterable[str]) -> list[dict]:
     for workdir in workdirs:
         path = os.path.join(workdir, "results.json")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: is {workdir} a finished experiment's work directory?")
+            raise WorkdirError(f"{path} not found: is {workdir} a finished experiment's work directory?")
         with open(path) as f:
             rows.extend(json.load(f)["results"])
     return rows

@@ -12,6 +12,7 @@ numbers as an uninterrupted run.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -29,10 +30,10 @@ from flax import serialization
 from echo_jax import data as data_lib
 from echo_jax import disentanglement
 from echo_jax import model as model_lib
-from echo_jax import sweep
-from echo_jax.files import append_jsonl, write_atomic
+from echo_jax import sweep, validation
+from echo_jax.errors import ConfigError, DivergedError, WorkdirError
+from echo_jax.files import append_jsonl, dumps_strict, write_atomic
 
-LR_SCHEDULES = ("linear_decay", "as_coded", "constant")
 
 
 class RunInterrupted(Exception):
@@ -59,50 +60,19 @@ class TrainState:
 # ----------------------------------------------------------------------------------------------- config
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError, naming the field and the fix, for a config that cannot run."""
-    if config.dataset not in data_lib.available():
-        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(data_lib.available())}")
-    model_lib.check_encoder_marginal(config.encoder, config.marginal)
-    if config.network not in model_lib.NETWORKS:
-        raise ValueError(f"unknown network {config.network!r}; choose one of {', '.join(model_lib.NETWORKS)}")
-    for beta in sweep.betas_of(config):
-        if not beta >= 0:  # also rejects NaN
-            raise ValueError(f"beta must be >= 0 (the objective is distortion + beta * rate), got {beta}")
-    if config.batch_size < 2:
-        raise ValueError(
-            f"batch_size {config.batch_size} cannot feed the model: Echo noise is built from the other "
-            "members of a batch and needs at least 2; use batch_size >= 2 (the paper uses 100)"
-        )
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    if config.echo_order not in ("independent", "cyclic"):
-        raise ValueError(f"unknown echo_order {config.echo_order!r}; choose independent or cyclic")
-    if config.echo_activation not in ("tanh16", "tanh64", "linear"):
-        raise ValueError(f"unknown echo_activation {config.echo_activation!r}; choose tanh16, tanh64 or linear")
-    if config.num_epochs < 1 or config.num_seeds < 1:
-        raise ValueError("num_epochs and num_seeds must be >= 1")
-    if config.mmd_weight < 0 or config.tc_weight < 0 or config.iwae_samples < 0:
-        raise ValueError("mmd_weight, tc_weight and iwae_samples must be >= 0")
-    if config.experiment == "disentanglement":
-        if config.dataset not in ("dsprites", "dsprites_correlated"):
-            raise ValueError(f"the disentanglement metrics need dSprites factors; dataset {config.dataset!r} has "
-                             "none: use dsprites or dsprites_correlated")
-        if config.representation not in ("sample", "mean"):
-            raise ValueError(f"unknown representation {config.representation!r}; choose sample or mean")
-    if config.marginal == "vamp" and config.vamp_components < 1:
-        raise ValueError("vamp_components must be >= 1 for the VampPrior marginal")
-
-
 def load_datasets(config: ml_collections.ConfigDict):
     """Train and test splits as the config asks, checked against the batch size."""
     options = {"binarize": config.binarize} if config.binarize else {}
-    data_dir = config.data_dir or None
+    if config.get("data_source") == "tfds":
+        options["source"] = "tfds"
+        data_dir = config.tfds_data_dir or None
+    else:
+        data_dir = config.data_dir or None
     splits = {}
     for split, limit in (("train", config.num_train_examples), ("test", config.num_test_examples)):
         dataset = data_lib.load(config.dataset, split, data_dir=data_dir, num_examples=limit or None, **options)
         if len(dataset) < config.batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {split} split of {config.dataset} "
                 f"({len(dataset)} examples): batches are full batches only; lower batch_size"
             )
@@ -229,22 +199,66 @@ def make_eval_step(model, *, mmd_weight: float = 0.0, tc_weight: float = 0.0, iw
 # ----------------------------------------------------------------------------------------------- files
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Creates the work directory, or checks that the run it holds is this one."""
-    os.makedirs(workdir, exist_ok=True)
+def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """The results of the finished run of this config in `workdir` (None if it is not finished there);
+    refuses a work directory that holds another run. Reads no data."""
+    _check_workdir_config(config, workdir)
+    results_path = os.path.join(workdir, "results.json")
+    if not os.path.exists(results_path):
+        return None
+    with open(results_path) as f:
+        return json.load(f)
+
+
+def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     config_path = os.path.join(workdir, "config.json")
-    resolved = json.loads(config.to_json_best_effort())
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            existing = json.load(f)
-        differing = sorted(k for k in set(existing) | set(resolved) if existing.get(k) != resolved.get(k))
-        if differing:
-            raise ValueError(
-                f"workdir {workdir} holds another experiment's run (its config differs in: "
-                f"{', '.join(differing)}); use a new --workdir, or delete that one to start over"
+    if not os.path.exists(config_path):
+        if glob.glob(os.path.join(workdir, "checkpoint*.msgpack")) or os.path.exists(os.path.join(workdir, "results.json")):
+            raise WorkdirError(
+                f"workdir {workdir} holds run files but no config.json, so nothing says which run they belong to; "
+                "use a new --workdir, or delete that one to start over"
             )
-    elif jax.process_index() == 0:
-        write_atomic(config_path, json.dumps(resolved, indent=2, sort_keys=True))
+        return
+    with open(config_path) as f:
+        existing = json.load(f)
+    resolved = json.loads(config.to_json_best_effort())
+    differing = sorted(k for k in set(existing) | set(resolved) if existing.get(k) != resolved.get(k))
+    if differing:
+        raise WorkdirError(
+            f"workdir {workdir} holds another run (its config differs in: {', '.join(differing)}); "
+            "use a new --workdir, or delete that one to start over"
+        )
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Creates the work directory, or checks that the run it holds is this one; removes temporary files
+    left by an interrupted write."""
+    _check_workdir_config(config, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() != 0:
+        return
+    for stale in glob.glob(os.path.join(workdir, ".tmp-*")):
+        os.remove(stale)
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        write_atomic(config_path, json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True))
+
+
+def chunk_layout(workdir: str, runs: list, decide: Callable[[], int]) -> int:
+    """How many models each program of the sweep trains: decided once (by `decide`), recorded in the
+    work directory's layout.json and reused on resume, so a checkpoint always meets the same models."""
+    path = os.path.join(workdir, "layout.json")
+    runs = [list(r) for r in runs]
+    if os.path.exists(path):
+        with open(path) as f:
+            layout = json.load(f)
+        if layout["runs"] != runs:
+            raise WorkdirError(f"{path} records other (beta, seed) runs than this config's; use a new --workdir")
+        return int(layout["chunk_size"])
+    chunk_size = decide()
+    if jax.process_index() == 0:
+        write_atomic(path, json.dumps({"runs": runs, "chunk_size": chunk_size}))
+    return chunk_size
 
 
 def _to_python(tree):
@@ -286,14 +300,14 @@ def train_and_evaluate(
     Returns:
       The content of results.json.
     """
-    check_config(config)
+    validation.validate_config(config)
+    finished = finished_results(config, workdir)
+    if finished is not None:
+        logging.info("%s already holds the finished run; returning its results", workdir)
+        return finished
     train_set, test_set = load_datasets(config)
     prepare_workdir(config, workdir)
     results_path = os.path.join(workdir, "results.json")
-    if os.path.exists(results_path):
-        logging.info("%s already holds the finished run; returning its results", workdir)
-        with open(results_path) as f:
-            return json.load(f)
 
     runs = sweep.runs_of(config)
     steps_per_epoch = data_lib.num_batches(train_set, config.batch_size)
@@ -304,9 +318,8 @@ def train_and_evaluate(
     weights = dict(mmd_weight=config.mmd_weight, tc_weight=config.tc_weight)
     train_step = make_train_step(model, optimizer, **weights)
     init = jax.vmap(lambda k: create_train_state(model, optimizer, k, sample, mean_image))
-    chunk_size = config.models_per_program or sweep.models_per_program(
-        train_step, init, sample, len(runs), config.sweep_strategy
-    )
+    chunk_size = chunk_layout(workdir, runs, lambda: config.models_per_program or sweep.models_per_program(
+        train_step, init, sample, len(runs), config.sweep_strategy))
     # The IWAE bound costs iwae_samples forward passes: only the final evaluation computes it.
     eval_step = make_eval_step(model, **weights)
     iwae_samples = config.iwae_samples if config.encoder != "echo" else 0
@@ -323,9 +336,11 @@ def train_and_evaluate(
         betas = jnp.asarray([beta for beta, _ in chunk], jnp.float32)
         population = sweep.Population(train_step, init, keys, betas, strategy=config.sweep_strategy)
         name = "checkpoint.msgpack" if chunk_size >= len(runs) else f"checkpoint-{first // chunk_size}.msgpack"
+        identity = {"runs": [list(r) for r in chunk], "chunk": first // chunk_size, "chunk_size": chunk_size,
+                    "num_models": len(runs)}
         chunk_test, chunk_extra, chunk_seconds = _train_population(
             config, workdir, population, chunk, (eval_step, final_eval_step), train_set, test_set,
-            os.path.join(workdir, name), on_step, should_stop, final_eval,
+            os.path.join(workdir, name), identity, on_step, should_stop, final_eval,
         )
         test += chunk_test
         extra += chunk_extra
@@ -343,12 +358,12 @@ def train_and_evaluate(
         ],
     }
     if jax.process_index() == 0:
-        write_atomic(results_path, json.dumps(results, indent=2))
+        write_atomic(results_path, dumps_strict(results, indent=2))
     return results
 
 
 def _train_population(config, workdir, population, runs, eval_steps, train_set, test_set, checkpoint_path,
-                      on_step, should_stop, final_eval) -> tuple[list[dict], list[dict], float]:
+                      identity, on_step, should_stop, final_eval) -> tuple[list[dict], list[dict], float]:
     """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
 
     Returns:
@@ -361,24 +376,24 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     step, seconds = 0, 0.0
     if os.path.exists(checkpoint_path):
-        with open(checkpoint_path, "rb") as f:
-            restored = serialization.msgpack_restore(f.read())
+        restored = _read_checkpoint(checkpoint_path, identity)
         if "test" in restored:  # this population finished before the run was interrupted
             return json.loads(restored["test"]), json.loads(restored["extra"]), float(restored["seconds"])
         population.load_states(serialization.from_state_dict(population.stacked_states(), restored["states"]))
         step, seconds = int(restored["step"]), float(restored["seconds"])
         logging.info("resumed %s at step %d of %d", checkpoint_path, step, total_steps)
+    if jax.process_index() == 0:
+        trim_metrics(metrics_path, runs, step)
 
     def save_checkpoint(at_step: int, elapsed: float, test=None, extra=None) -> None:
         states = sweep.to_host(population.stacked_states())
         if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
-            raise FloatingPointError(
-                f"parameters became non-finite by step {at_step}; the last good checkpoint is kept in "
-                f"{checkpoint_path}. Lower learning_rate or check the data."
-            )
-        payload = {"states": serialization.to_state_dict(states), "step": at_step, "seconds": elapsed}
+            raise _diverged(f"the parameters became non-finite by step {at_step}", workdir, checkpoint_path,
+                            last_good)
+        payload = {"states": serialization.to_state_dict(states), "step": at_step, "seconds": elapsed,
+                   "identity": json.dumps(identity)}
         if test is not None:
-            payload["test"], payload["extra"] = json.dumps(test), json.dumps(extra)
+            payload["test"], payload["extra"] = dumps_strict(test), dumps_strict(extra)
         if jax.process_index() == 0:
             write_atomic(checkpoint_path, serialization.msgpack_serialize(payload))
 
@@ -403,13 +418,11 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
                 on_step(step)
             if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
                 host = sweep.to_host(population.last_metrics())
-                if not np.all(np.isfinite(host["loss"])):
-                    bad = [runs[m] for m in np.flatnonzero(~np.isfinite(host["loss"]))]
-                    raise FloatingPointError(
-                        f"the loss became non-finite at step {step} for (beta, seed) {bad}; the last good "
-                        f"checkpoint (step {last_good}) is kept in {checkpoint_path}. Lower learning_rate "
-                        "or check the data."
-                    )
+                finite = np.all([np.isfinite(v) for v in host.values()], axis=0)
+                if not np.all(finite):
+                    bad = [runs[m] for m in np.flatnonzero(~finite)]
+                    raise _diverged(f"training became non-finite at step {step} for (beta, seed) {bad}", workdir,
+                                    checkpoint_path, last_good)
                 record = {"split": "train", "step": step, "epoch": step / steps_per_epoch,
                           "beta": [b for b, _ in runs], "seed": [s for _, s in runs], **_to_python(host)}
                 if jax.process_index() == 0:
@@ -425,10 +438,12 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
                 break
         epoch_done = step // steps_per_epoch
         if epoch_done % config.eval_every_epochs == 0 and step < total_steps:
-            _log_test(metrics_path, step, steps_per_epoch, runs,
-                      evaluate(population, eval_step, test_set, config.batch_size, eval_key))
+            test = evaluate(population, eval_step, test_set, config.batch_size, eval_key)
+            _check_finite_test(test, runs, step, workdir, checkpoint_path, last_good)
+            _log_test(metrics_path, step, steps_per_epoch, runs, test)
 
     test = evaluate(population, final_eval_step, test_set, config.batch_size, eval_key)
+    _check_finite_test(test, runs, step, workdir, checkpoint_path, last_good)
     _log_test(metrics_path, step, steps_per_epoch, runs, test)
     extra = [{} for _ in runs]
     if final_eval is not None:
@@ -437,6 +452,60 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
     seconds = time.perf_counter() - start
     save_checkpoint(step, seconds, test=test, extra=extra)
     return test, extra, seconds
+
+
+def _read_checkpoint(path: str, identity: dict) -> dict:
+    """A checkpoint's content, after checking that it holds the models this program trains."""
+    try:
+        with open(path, "rb") as f:
+            restored = serialization.msgpack_restore(f.read())
+    except Exception as e:  # noqa: BLE001 - msgpack raises several types for a damaged file
+        raise WorkdirError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to restart that "
+                           "part of the run from its beginning") from None
+    if "identity" not in restored and identity["chunk_size"] >= identity["num_models"]:
+        return restored  # written before checkpoints named their models: a whole-sweep checkpoint of this config
+    held = json.loads(restored["identity"]) if "identity" in restored else None
+    if held != identity:
+        raise WorkdirError(
+            f"checkpoint {path} holds other models than this run's (it holds {held and held['runs']}, this run "
+            f"trains {identity['runs']} in programs of {identity['chunk_size']}); use a new --workdir"
+        )
+    return restored
+
+
+def trim_metrics(path: str, runs: list, step: int) -> None:
+    """Drops the records of these runs logged after `step` (work lost to an interruption, about to be redone)."""
+    if not os.path.exists(path):
+        return
+    betas, seeds = [b for b, _ in runs], [s for _, s in runs]
+    with open(path) as f:
+        lines = f.readlines()
+    kept = [line for line in lines if not _later_record(json.loads(line), betas, seeds, step)]
+    if len(kept) != len(lines):
+        write_atomic(path, "".join(kept))
+
+
+def _later_record(record: dict, betas: list, seeds: list, step: int) -> bool:
+    return record["beta"] == betas and record["seed"] == seeds and record["step"] > step
+
+
+def _diverged(what: str, workdir: str, checkpoint_path: str, last_good: int) -> DivergedError:
+    """The error of a diverged run: what happened, which checkpoint exists, and what to do."""
+    if last_good > 0 and os.path.exists(checkpoint_path):
+        kept = f"the last finite checkpoint (step {last_good}) is kept in {checkpoint_path}"
+    else:
+        kept = "no checkpoint was written before that"
+    return DivergedError(
+        f"{what}; {kept}. Lower learning_rate (or check the data) and train in a new --workdir: {workdir} "
+        "is locked to this config (delete it to start over)"
+    )
+
+
+def _check_finite_test(test: list[dict], runs, step: int, workdir: str, checkpoint_path: str, last_good: int):
+    bad = [runs[m] for m, row in enumerate(test) if not all(np.isfinite(v) for v in row.values())]
+    if bad:
+        raise _diverged(f"the test evaluation at step {step} is non-finite for (beta, seed) {bad}", workdir,
+                        checkpoint_path, last_good)
 
 
 def data_seed_of(config: ml_collections.ConfigDict) -> int:

@@ -10,9 +10,10 @@ them); checkpoints of half-done programs stay in --workdir and are resumed by th
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from echo_jax import cli
 from echo_jax import campaign as campaign_lib
 
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

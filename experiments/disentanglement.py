@@ -8,9 +8,9 @@ Same flags and work-directory layout as experiments.rate_distortion; results.jso
 "disentanglement" entry per model.
 """
 
-from absl import app
+from echo_jax import cli
 
 from experiments.rate_distortion import main
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

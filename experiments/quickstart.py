@@ -9,8 +9,9 @@ runs/quickstart/, results.md, rate_distortion.png and neg_elbo_vs_beta.png.
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from echo_jax import cli
 from echo_jax import defaults, report, train
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Directory for the runs and the report.")
@@ -45,4 +46,4 @@ def budget_note(epochs: int) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -6,13 +6,14 @@
 
 Any config field can be overridden with --config.FIELD=VALUE. The work directory receives config.json,
 metrics.jsonl, checkpoint.msgpack and results.json; a sweep also gets its plots and table (see
-experiments/report.py). Rerunning on an unfinished work directory resumes it.
+experiments/report.py). Rerunning on an unfinished work directory resumes it. A bad flag or config value
+ends with one line, `error: ...`, and exit status 1 (ECHO_JAX_TRACEBACK=1 shows the traceback).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from echo_jax import report, train
+from echo_jax import cli, validation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, e.g. configs/rate_distortion/echo.py")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's files.")
@@ -22,9 +23,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
+    validation.validate_config(_CONFIG.value)  # before importing the model: a bad config fails at once
+    from echo_jax import report, train
+
     results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     print(report.write_report(_WORKDIR.value, results))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,6 +14,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from echo_jax import cli
 from echo_jax import campaign as campaign_lib
 from echo_jax import report, reproduction
 
@@ -27,7 +28,7 @@ _OUT = flags.DEFINE_string("out", None, "Where to write: a folder for --workdir 
 def main(argv):
     del argv
     if bool(_WORKDIRS.value) == (_CAMPAIGN.value is not None):
-        raise app.UsageError("give either --workdir (one or more) or --campaign")
+        cli.fail("give either --workdir (one or more) or --campaign")
     if _WORKDIRS.value:
         rows = report.load_results(_WORKDIRS.value)
         out = _OUT.value or _WORKDIRS.value[0]
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -242,3 +243,20 @@ def test_cli_status(tmp_path):
                           "--results", str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "group A: 0/8 runs done" in out.stdout and "pending: echo mnist_sample beta=2 seeds 0,1" in out.stdout
+
+
+def test_a_program_locked_by_a_live_runner_is_skipped_and_a_dead_ones_lock_taken_over(tmp_path):
+    path = write_campaign(tmp_path)
+    (program,) = campaign.programs(campaign.plan(load(path), campaign.config_root(path), groups=["B"]))
+    workdir = tmp_path / "work" / "tiny" / program.key
+    workdir.mkdir(parents=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (workdir / "lock").write_text(f"{socket.gethostname()} {sleeper.pid}")
+        complete, lines = run(path, tmp_path, groups=["B"])
+        assert not complete and "being trained by another runner" in lines[1] and finished(tmp_path) == {}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    complete, lines = run(path, tmp_path, groups=["B"])  # the sleeper has ended: its lock is stale
+    assert complete and not (workdir / "lock").exists()

@@ -94,5 +94,5 @@ def test_tc_discriminator_gradients_are_kept_apart():
 def test_encoder_marginal_pairs_are_checked():
     with pytest.raises(ValueError, match="marginal='none'"):
         model_lib.check_encoder_marginal("echo", "std_normal")
-    with pytest.raises(ValueError, match="unknown encoder"):
+    with pytest.raises(ValueError, match="config.encoder = .vq. is not one of the choices"):
         model_lib.check_encoder_marginal("vq", "none")

@@ -1,0 +1,17 @@
+"""Errors in what the user asked for: the command lines print these as one line, not a traceback."""
+
+
+class UserError(Exception):
+    """A problem with the config, the work directory or the input files, with its fix in the message."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config field with a value the run cannot use."""
+
+
+class WorkdirError(UserError, ValueError):
+    """A work directory that holds another run, or files that do not belong to this one."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training or evaluation produced non-finite numbers."""

@@ -1,0 +1,156 @@
+"""One check of a whole experiment config, before anything is loaded or written.
+
+`validate_config` raises `ConfigError` naming the first bad field, its value and the fix. Every field of
+`echo_jax.defaults` with a valid range or set of values is checked here, so a run never starts with a
+value that would fail later (or, worse, run and mean nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_collections
+
+from echo_jax.errors import ConfigError
+
+EXPERIMENTS = ("rate_distortion", "disentanglement")
+DATA_SOURCES = ("files", "tfds")
+NETWORKS = ("conv", "mlp", "dsprites")
+ENCODERS = ("echo", "gaussian", "iaf")
+MARGINALS = ("none", "std_normal", "maf", "vamp")
+ECHO_ACTIVATIONS = ("tanh16", "tanh64", "linear")
+ECHO_ORDERS = ("independent", "cyclic")
+LR_SCHEDULES = ("linear_decay", "as_coded", "constant")
+SWEEP_STRATEGIES = ("auto", "vmap", "sequential")
+REPRESENTATIONS = ("sample", "mean")
+DSPRITES = ("dsprites", "dsprites_correlated")
+# The networks built for one image size: the paper's conv trunk for 28x28, disentanglement_lib's for 64x64.
+NETWORK_IMAGE_SIZE = {"conv": 28, "dsprites": 64}
+
+
+def image_size(dataset: str) -> int:
+    return 64 if dataset in DSPRITES else 28
+
+
+def check_encoder_marginal(encoder: str, marginal: str) -> None:
+    """Raises ConfigError for an unknown or inconsistent encoder/marginal pair."""
+    _choice("encoder", encoder, ENCODERS)
+    _choice("marginal", marginal, MARGINALS)
+    if (encoder == "echo") != (marginal == "none"):
+        raise ConfigError(
+            f"config.encoder = {encoder!r} with config.marginal = {marginal!r}: Echo's rate is exact and uses "
+            "marginal='none'; the gaussian and iaf encoders need a marginal (std_normal, maf or vamp)"
+        )
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for the first field whose value the experiment cannot use.
+
+    Args:
+      config: a rate-distortion or disentanglement config (see `echo_jax.defaults`).
+    """
+    from echo_jax import data, sweep  # the dataset names and betas parsing (imports jax)
+
+    get = config.get
+    _choice("experiment", get("experiment"), EXPERIMENTS)
+    _choice("dataset", config.dataset, tuple(data.available()))
+    _choice("data_source", get("data_source", "files"), DATA_SOURCES)
+    if get("data_source") == "tfds" and config.dataset == "mnist_sample":
+        raise ConfigError("config.data_source = 'tfds': mnist_sample ships with echo-jax and has no tfds "
+                          "dataset; use data_source files")
+    if config.binarize:
+        _choice("binarize", config.binarize, tuple(data.BINARIZATIONS))
+    for name in ("num_train_examples", "num_test_examples"):
+        _integer(name, get(name), minimum=0, fix="0 means the whole split")
+
+    _choice("network", config.network, NETWORKS)
+    needed = NETWORK_IMAGE_SIZE.get(config.network)
+    if needed and needed != image_size(config.dataset):
+        raise ConfigError(
+            f"config.network = {config.network!r} is built for {needed}x{needed} images but dataset "
+            f"{config.dataset!r} has {image_size(config.dataset)}x{image_size(config.dataset)}; use network "
+            f"{'dsprites' if image_size(config.dataset) == 64 else 'conv'} or mlp"
+        )
+    _sizes("mlp_hidden", config.mlp_hidden)
+    _integer("latent_dim", config.latent_dim, minimum=1)
+    check_encoder_marginal(config.encoder, config.marginal)
+    _choice("echo_activation", config.echo_activation, ECHO_ACTIVATIONS)
+    _number("echo_fx_bound", config.echo_fx_bound, above=0)
+    clip = config.echo_clip
+    if clip is not None and clip != 0 and not (_finite(clip) and 0 < clip < 1):
+        raise ConfigError(f"config.echo_clip = {clip!r}: the noise scale's bound must lie in (0, 1); use 0 to "
+                          "solve it from the batch size")
+    _choice("echo_order", config.echo_order, ECHO_ORDERS)
+    _integer("flow_steps", config.flow_steps, minimum=1)
+    _sizes("flow_hidden", config.flow_hidden)
+    _integer("vamp_components", config.vamp_components, minimum=1)
+    for name in ("mmd_weight", "mmd_bandwidth", "tc_weight"):
+        _number(name, get(name), minimum=0)
+    _number("discriminator_learning_rate", config.discriminator_learning_rate, above=0)
+
+    try:
+        betas = sweep.betas_of(config)
+    except ValueError as e:
+        raise ConfigError(f"config.betas = {config.betas!r}: {e}") from None
+    for beta in betas:
+        _number("betas" if config.betas not in ("", None) else "beta", beta, minimum=0,
+                fix="the objective is distortion + beta * rate")
+    _integer("num_seeds", config.num_seeds, minimum=1)
+    _integer("seed", config.seed, minimum=0)
+    if get("data_seed") is not None:
+        _integer("data_seed", config.data_seed, minimum=0)
+
+    if not isinstance(config.batch_size, int) or config.batch_size < 2:
+        raise ConfigError(
+            f"config.batch_size = {config.batch_size!r}: Echo noise is built from the other members of a batch "
+            "and every model needs at least 2; use batch_size >= 2 (the paper uses 100)"
+        )
+    _integer("num_epochs", config.num_epochs, minimum=1)
+    _integer("num_train_steps", config.num_train_steps, minimum=0, fix="0 means num_epochs full epochs")
+    _number("learning_rate", config.learning_rate, above=0)
+    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    _number("adam_eps", config.adam_eps, above=0)
+
+    _integer("eval_every_epochs", config.eval_every_epochs, minimum=1)
+    _integer("iwae_samples", config.iwae_samples, minimum=0, fix="0 skips the IWAE bound")
+    _integer("log_every_steps", config.log_every_steps, minimum=1)
+    _integer("checkpoint_every_steps", config.checkpoint_every_steps, minimum=0, fix="0 means every epoch")
+    _choice("sweep_strategy", config.sweep_strategy, SWEEP_STRATEGIES)
+    _integer("models_per_program", config.models_per_program, minimum=0, fix="0 fits as many as memory allows")
+
+    if config.experiment == "disentanglement":
+        if config.dataset not in DSPRITES:
+            raise ConfigError(f"config.dataset = {config.dataset!r}: the disentanglement metrics need dSprites' "
+                              "factors; use dsprites or dsprites_correlated")
+        _choice("representation", config.representation, REPRESENTATIONS)
+        for name in ("mig_points", "factor_vae_train", "factor_vae_eval", "factor_vae_variance_points"):
+            _integer(name, get(name), minimum=1)
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"config.{name} = {value!r} is not one of the choices; use one of {', '.join(choices)}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number(name: str, value: Any, *, minimum: float | None = None, above: float | None = None, fix: str = "") -> None:
+    if not _finite(value):
+        raise ConfigError(f"config.{name} = {value!r}: needs a finite number")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"config.{name} = {value!r}: must be >= {minimum:g}" + (f" ({fix})" if fix else ""))
+    if above is not None and value <= above:
+        raise ConfigError(f"config.{name} = {value!r}: must be > {above:g}" + (f" ({fix})" if fix else ""))
+
+
+def _integer(name: str, value: Any, *, minimum: int, fix: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"config.{name} = {value!r}: must be an integer >= {minimum}" + (f" ({fix})" if fix else ""))
+
+
+def _sizes(name: str, value: Any) -> None:
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        raise ConfigError(f"config.{name} = {value!r}: needs one or more layer sizes >= 1, e.g. (500, 500)")

@@ -1,0 +1,123 @@
+"""Bad input through the command lines: one line naming the problem, exit status 1, nothing written.
+
+Every case runs the real CLI in a subprocess (all cases at once, two at a time, in a module fixture);
+each test then checks one case's exit status, its one-line message and that no config.json was written.
+"""
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RD = ["-m", "experiments.rate_distortion", "--config", "configs/rate_distortion/echo.py:quick"]
+VAE = ["-m", "experiments.rate_distortion", "--config", "configs/rate_distortion/vae.py:quick"]
+DIS = ["-m", "experiments.disentanglement", "--config", "configs/disentanglement/echo.py:quick"]
+
+# (case id, arguments after `python`, a fragment the one-line message must contain). A "{workdir}" in
+# the arguments is the case's own work directory; RD and DIS cases get --workdir added.
+CASES = [
+    ("missing_config_file", ["-m", "experiments.rate_distortion", "--config", "configs/nope.py"], "configs/nope.py not found"),
+    ("unknown_field", RD + ["--config.nonexistent=3"], "unknown config field 'nonexistent'"),
+    ("unknown_variant", RD[:-1] + ["configs/rate_distortion/echo.py:bogus"], "unknown config variant 'bogus'"),
+    ("wrong_type", RD + ["--config.num_epochs=abc"], "--config.num_epochs=abc"),
+    ("unknown_flag", RD + ["--bogus=1"], "bogus"),
+    ("dataset", RD + ["--config.dataset=nope"], "config.dataset = 'nope'"),
+    ("binarize", RD + ["--config.binarize=sometimes"], "config.binarize"),
+    ("num_train_examples", RD + ["--config.num_train_examples=-1"], "config.num_train_examples = -1"),
+    ("num_test_examples", RD + ["--config.num_test_examples=-5"], "config.num_test_examples = -5"),
+    ("network", RD + ["--config.network=resnet"], "config.network = 'resnet'"),
+    ("network_image_size", RD + ["--config.network=dsprites"], "config.network = 'dsprites'"),
+    ("conv_on_dsprites", DIS + ["--config.network=conv"], "config.network = 'conv'"),
+    ("mlp_hidden", RD + ["--config.mlp_hidden=(0,)"], "config.mlp_hidden"),
+    ("latent_dim", RD + ["--config.latent_dim=0"], "config.latent_dim = 0"),
+    ("encoder", RD + ["--config.encoder=vq"], "config.encoder = 'vq'"),
+    ("encoder_marginal", RD + ["--config.marginal=maf"], "config.marginal = 'maf'"),
+    ("echo_activation", RD + ["--config.echo_activation=relu"], "config.echo_activation"),
+    ("echo_fx_bound", RD + ["--config.echo_fx_bound=0"], "config.echo_fx_bound"),
+    ("echo_clip_above", RD + ["--config.echo_clip=1.5"], "config.echo_clip = 1.5"),
+    ("echo_clip_negative", RD + ["--config.echo_clip=-0.1"], "config.echo_clip = -0.1"),
+    ("echo_order", RD + ["--config.echo_order=random"], "config.echo_order"),
+    ("flow_steps", VAE + ["--config.flow_steps=0"], "config.flow_steps = 0"),
+    ("flow_hidden", VAE + ["--config.flow_hidden=(0,)"], "config.flow_hidden"),
+    ("vamp_components", VAE + ["--config.vamp_components=0"], "config.vamp_components = 0"),
+    ("mmd_weight", VAE + ["--config.mmd_weight=-1"], "config.mmd_weight = -1"),
+    ("mmd_bandwidth", VAE + ["--config.mmd_bandwidth=-0.5"], "config.mmd_bandwidth = -0.5"),
+    ("tc_weight", RD + ["--config.tc_weight=-1"], "config.tc_weight = -1"),
+    ("discriminator_learning_rate", RD + ["--config.discriminator_learning_rate=0"], "config.discriminator_learning_rate"),
+    ("beta_negative", RD + ["--config.beta=-1"], "config.beta = -1"),
+    ("beta_nan", RD + ["--config.beta=nan"], "config.beta = nan"),
+    ("betas_not_numbers", RD + ["--config.betas=1,x"], "config.betas = '1,x'"),
+    ("betas_negative", RD + ["--config.betas=1,-2"], "config.betas = -2"),
+    ("num_seeds", RD + ["--config.num_seeds=0"], "config.num_seeds = 0"),
+    ("seed", RD + ["--config.seed=-1"], "config.seed = -1"),
+    ("data_seed", RD + ["--config.data_seed=-3"], "config.data_seed = -3"),
+    ("batch_size_one", RD + ["--config.batch_size=1"], "config.batch_size = 1"),
+    ("batch_size_above_split", RD + ["--config.batch_size=20000"], "batch_size 20000 is larger than the train split"),
+    ("num_epochs", RD + ["--config.num_epochs=0"], "config.num_epochs = 0"),
+    ("num_train_steps", RD + ["--config.num_train_steps=-5"], "config.num_train_steps = -5"),
+    ("learning_rate_zero", RD + ["--config.learning_rate=0"], "config.learning_rate = 0"),
+    ("learning_rate_negative", RD + ["--config.learning_rate=-0.001"], "config.learning_rate = -0.001"),
+    ("learning_rate_inf", RD + ["--config.learning_rate=inf"], "config.learning_rate = inf"),
+    ("lr_schedule", RD + ["--config.lr_schedule=cosine"], "config.lr_schedule = 'cosine'"),
+    ("adam_eps", RD + ["--config.adam_eps=0"], "config.adam_eps = 0"),
+    ("eval_every_epochs", RD + ["--config.eval_every_epochs=0"], "config.eval_every_epochs = 0"),
+    ("iwae_samples", RD + ["--config.iwae_samples=-1"], "config.iwae_samples = -1"),
+    ("log_every_steps", RD + ["--config.log_every_steps=0"], "config.log_every_steps = 0"),
+    ("checkpoint_every_steps", RD + ["--config.checkpoint_every_steps=-1"], "config.checkpoint_every_steps = -1"),
+    ("sweep_strategy", RD + ["--config.sweep_strategy=pmap"], "config.sweep_strategy = 'pmap'"),
+    ("models_per_program", RD + ["--config.models_per_program=-1"], "config.models_per_program = -1"),
+    ("experiment", RD + ["--config.experiment=other"], "config.experiment = 'other'"),
+    ("disentanglement_dataset", DIS + ["--config.dataset=mnist_sample", "--config.network=mlp"], "config.dataset = 'mnist_sample'"),
+    ("representation", DIS + ["--config.representation=mode"], "config.representation = 'mode'"),
+    ("mig_points", DIS + ["--config.mig_points=0"], "config.mig_points = 0"),
+    ("campaign_missing", ["-m", "experiments.campaign", "--campaign", "configs/campaigns/nope.py", "--status"], "nope.py not found"),
+    ("campaign_group", ["-m", "experiments.campaign", "--campaign", "configs/campaigns/paper_mlp.py", "--status",
+                        "--group", "Z"], "unknown group(s) Z"),
+    ("report_workdir", ["-m", "experiments.report", "--workdir", "{workdir}"], "results.json not found"),
+    ("report_nothing", ["-m", "experiments.report"], "give either --workdir"),
+]
+
+
+def _run(case, root):
+    name, args, _ = case
+    workdir = os.path.join(root, name)
+    args = [a.replace("{workdir}", workdir) for a in args]
+    if args[:2] in (["-m", "experiments.rate_distortion"], ["-m", "experiments.disentanglement"]):
+        args += ["--workdir", workdir]
+    env = {k: v for k, v in os.environ.items() if k != "ECHO_JAX_TRACEBACK"}
+    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    return out, workdir
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("cli"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {case[0]: pool.submit(_run, case, root) for case in CASES}
+    return {name: f.result() for name, f in futures.items()}
+
+
+def test_there_are_at_least_forty_cases():
+    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_ends_in_one_line(case, outcomes):
+    name, _, fragment = case
+    out, workdir = outcomes[name]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
+    assert fragment in lines[0]
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def test_traceback_on_request(tmp_path):
+    env = {**os.environ, "ECHO_JAX_TRACEBACK": "1"}
+    out = subprocess.run([sys.executable, *RD, "--config.latent_dim=0", "--workdir", str(tmp_path / "w")],
+                         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "ConfigError" in out.stderr
