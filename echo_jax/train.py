@@ -28,6 +28,7 @@ from absl import logging
 from flax import serialization
 
 from echo_jax import data as data_lib
+from echo_jax import defaults
 from echo_jax import disentanglement
 from echo_jax import model as model_lib
 from echo_jax import sweep, validation
@@ -222,6 +223,11 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> No
     with open(config_path) as f:
         existing = json.load(f)
     resolved = json.loads(config.to_json_best_effort())
+    # A field added to the configs after this workdir was written matches when it keeps its default.
+    added_defaults = json.loads(defaults.rate_distortion_config().to_json_best_effort())
+    for name in set(resolved) - set(existing):
+        if name in added_defaults:
+            existing[name] = added_defaults[name]
     differing = sorted(k for k in set(existing) | set(resolved) if existing.get(k) != resolved.get(k))
     if differing:
         raise WorkdirError(

@@ -136,3 +136,15 @@ def test_learning_rate_schedules(schedule, epoch, expected):
     config.lr_schedule = schedule
     lr = train.learning_rate_schedule(config, steps_per_epoch=500)
     assert float(lr(jnp.asarray(epoch * 500 + 7))) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_workdir_written_before_a_field_existed_resumes_when_the_field_keeps_its_default(tmp_path):
+    config = tiny(defaults.rate_distortion_config(quick=True))
+    train.prepare_workdir(config, str(tmp_path))
+    written = json.loads((tmp_path / "config.json").read_text())
+    del written["data_source"], written["tfds_data_dir"]  # as written before data_source existed
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    train.prepare_workdir(config, str(tmp_path))
+    config.data_source = "tfds"
+    with pytest.raises(ValueError, match="differs in: data_source"):
+        train.prepare_workdir(config, str(tmp_path))
