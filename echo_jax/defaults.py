@@ -143,7 +143,7 @@ RATE_DISTORTION_CONFIGS = ("echo", "echo_tanh64", "echo_linear", "vae", "info_va
                            "iaf_prior", "iaf_prior_mmd", "iaf_maf", "iaf_vamp")
 
 
-def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_overrides: dict):
+def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_overrides: dict, schedule: str = ""):
     """The paper's claims as a campaign (see `echo_jax.campaign`), in priority order:
 
     A. binarized MNIST, echo and vae, beta in {1, 0.5, 2, 0.25, 4}, seeds 0-2;
@@ -157,6 +157,7 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
       quick: build on the configs' quick (MLP) variants instead of their full protocol.
       overrides: set on every rate-distortion run (groups A-C).
       dsprites_overrides: set on every disentanglement run (group D).
+      schedule: the training schedule in words, for the report.
     """
     from echo_jax.campaign import group  # the campaign machinery imports this module
 
@@ -164,6 +165,7 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
     rd = lambda config: (config, f"rate_distortion/{config}.py{arg}")
     c = ml_collections.ConfigDict()
     c.name = name
+    c.schedule = schedule
     c.overrides = {}
     seeds = (0, 1, 2)
     c.groups = (

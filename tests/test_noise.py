@@ -262,3 +262,14 @@ def test_bad_input_is_rejected():
         echo_sample(jax.random.PRNGKey(0), fx[:1], log_s[:1], clip=0.8)
     with pytest.raises(ValueError, match="order"):
         echo_sample(jax.random.PRNGKey(0), fx, log_s, clip=0.8, order="shared")
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0, -0.2, 1.5, float("nan")])
+def test_a_clip_outside_the_unit_interval_is_refused(clip):
+    log_s = jnp.zeros((4, 3))
+    with pytest.raises(ValueError, match="clip must lie in"):
+        echo_rate(log_s, clip=clip)
+    with pytest.raises(ValueError, match="clip must lie in"):
+        echo_sample(jax.random.PRNGKey(0), log_s, log_s, clip=clip)
+    # A traced clip cannot be checked where it is traced; it still computes.
+    assert np.isfinite(jax.jit(lambda c: echo_rate(log_s, clip=c))(0.5)).all()

@@ -28,6 +28,7 @@ from echo_jax.data.registry import (
     MNIST_SAMPLE_FILE,
     MNIST_SAMPLE_SHA256,
     OMNIGLOT_NPZ,
+    OMNIGLOT_NPZ_CONTENT_SHA256,
     REGISTRY,
 )
 
@@ -158,6 +159,12 @@ def _omniglot_28x28(data_dir: Path) -> np.ndarray:
         repack = data_dir / OMNIGLOT_NPZ[half]
         if repack.is_file():
             background = readers.read_omniglot_npz(repack)
+            check_sha256(
+                hashlib.sha256(np.packbits(background).tobytes()).hexdigest(),
+                OMNIGLOT_NPZ_CONTENT_SHA256[half],
+                f"The drawings in {repack}",
+                f"It is not the canonical Omniglot: delete it to download omniglot/images_{half}.zip.",
+            )
         else:
             background, _ = readers.read_omniglot_zip(fetch(f"omniglot/images_{half}.zip", data_dir))
         halves.append(background)
@@ -208,8 +215,9 @@ def _dsprites_all(data_dir: Path | str, source: str) -> tuple[np.ndarray, np.nda
     if source == "download":
         path = fetch(DSPRITES_FILES[1], data_dir)
     else:
-        present = [data_dir / name for name in DSPRITES_FILES if (data_dir / name).is_file()]
-        path = present[0] if present and source == "auto" else None
+        present = [name for name in DSPRITES_FILES if (data_dir / name).is_file()]
+        # fetch checks a present file against its registered sha256 (the hdf5; upstream never published the npz's).
+        path = fetch(present[0], data_dir) if present and source == "auto" else None
     if path is None:
         images = dsprites.render_all()
     else:
@@ -230,7 +238,10 @@ def _dsprites_dataset(name: str, split: str, images: np.ndarray, classes: np.nda
 
 def random_subset(num_total: int, num_examples: int | None) -> np.ndarray | None:
     """Sorted indices of a fixed random subset of `num_examples` out of `num_total` (None: all)."""
-    if num_examples is None or num_examples >= num_total:
+    if num_examples is not None and num_examples > num_total:
+        raise ValueError(f"num_examples={num_examples} is more than the {num_total} examples there are; use at "
+                         f"most {num_total} (or None for all)")
+    if num_examples is None or num_examples == num_total:
         return None
     if num_examples < 1:
         raise ValueError(f"num_examples must be a positive number of examples, got {num_examples}.")

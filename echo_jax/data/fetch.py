@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Final
 
@@ -22,16 +23,17 @@ import pooch
 import requests
 
 from echo_jax.data.registry import REGISTRY
+from echo_jax.errors import UserError
 
 DATA_DIR_ENV: Final = "ECHO_JAX_DATA_DIR"
 _DOWNLOAD_TIMEOUT_S: Final = 60
 
 
-class DataUnavailableError(FileNotFoundError):
+class DataUnavailableError(UserError, FileNotFoundError):
     """A dataset file is missing and could not be downloaded."""
 
 
-class ChecksumMismatchError(ValueError):
+class ChecksumMismatchError(UserError, ValueError):
     """A file's bytes or content do not hash to the registered sha256."""
 
 
@@ -90,7 +92,13 @@ def read_verified(relative_path: str, data_dir: str | os.PathLike | None = None)
     path = fetch(relative_path, data_dir)
     entry = REGISTRY[relative_path]
     raw = path.read_bytes()
-    content = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    try:
+        content = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error) as e:
+        raise ChecksumMismatchError(
+            f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run again to download "
+            f"{entry.url}, or put a good copy there"
+        ) from None
     if entry.content_sha256 is not None:
         check_sha256(
             hashlib.sha256(content).hexdigest(),
@@ -134,6 +142,7 @@ def fetch(relative_path: str, data_dir: str | os.PathLike | None = None) -> Path
                 f"It is corrupted or not the canonical file: delete it, or replace it with {entry.url}.",
             )
         return path
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
     try:
         pooch.retrieve(
             entry.url,
@@ -142,15 +151,29 @@ def fetch(relative_path: str, data_dir: str | os.PathLike | None = None) -> Path
             path=path.parent,
             downloader=pooch.HTTPDownloader(progressbar=False, timeout=_DOWNLOAD_TIMEOUT_S),
         )
-    except requests.exceptions.RequestException as error:
+    except (requests.exceptions.RequestException, OSError) as error:
+        _remove_empty(created)
+        if isinstance(error, OSError) and not isinstance(error, requests.exceptions.RequestException):
+            raise DataUnavailableError(
+                f"Data file {relative_path!r} is not in {folder} and cannot be saved there ({error}); put it at "
+                f"{path} by hand, or point ${DATA_DIR_ENV} (or data_dir=) at a writable folder or one that has it."
+            ) from error
         raise DataUnavailableError(
             f"Data file {relative_path!r} is not in {folder} and could not be downloaded from "
             f"{entry.url} ({type(error).__name__}: {error}). Download it on a machine with internet and "
             f"put it at {path}, or point ${DATA_DIR_ENV} (or data_dir=) at a folder that has it."
         ) from error
     except ValueError as error:
+        _remove_empty(created)
         raise ChecksumMismatchError(
             f"The download of {entry.url} does not match its registered sha256 {entry.sha256}; nothing "
             f"was saved to {path}. ({error})"
         ) from error
     return path
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Removes the folders a failed download created (deepest first), so a failed lookup leaves no trace."""
+    for directory in created:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()

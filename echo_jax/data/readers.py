@@ -6,14 +6,18 @@ zip of PNGs and its npz repack, the IWAE `chardata.mat`, and the dSprites npz/hd
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 from PIL import Image
+
+from echo_jax.errors import UserError
 
 _IDX_DTYPE_CODE_UINT8: Final = 0x08
 _AMAT_LINE_BYTES: Final = 2 * 784
@@ -21,8 +25,24 @@ OMNIGLOT_SIZE: Final = 105
 OMNIGLOT_DRAWERS: Final = 20
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """A file does not hold what its format promises."""
+
+
+@contextlib.contextmanager
+def open_npz(path: Path, **kwargs):
+    """`np.load` of an npz archive, with an error that names a truncated or corrupted file."""
+    try:
+        archive = np.load(path, **kwargs)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataFormatError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
+                              "again (or copy a good one there)") from None
+    with archive:
+        try:
+            yield archive
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataFormatError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
+                                  "again (or copy a good one there)") from None
 
 
 def parse_idx(content: bytes, what: str) -> np.ndarray:
@@ -83,7 +103,7 @@ def amat_bytes(images: np.ndarray) -> bytes:
 
 def read_binarized_mnist_npz(path: Path) -> dict[str, np.ndarray]:
     """Read the npz repack of binarized MNIST: keys train/valid/test, (N, 784) uint8 in {0, 1}."""
-    with np.load(path) as archive:
+    with open_npz(path) as archive:
         splits = {split: archive[split] for split in ("train", "valid", "test") if split in archive}
     if set(splits) != {"train", "valid", "test"}:
         raise DataFormatError(f"{path} must hold arrays 'train', 'valid' and 'test'.")
@@ -95,7 +115,7 @@ def read_binarized_mnist_npz(path: Path) -> dict[str, np.ndarray]:
 
 def read_omniglot_npz(path: Path) -> np.ndarray:
     """Read an Omniglot npz repack: (characters, 20, 105, 105) bool, True = background."""
-    with np.load(path) as archive:
+    with open_npz(path) as archive:
         if "images" not in archive:
             raise DataFormatError(f"{path} has no 'images' array.")
         images = archive["images"]
@@ -190,7 +210,7 @@ def read_dsprites_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
       DataFormatError: if the arrays are missing, misshapen, or the images are not binary.
     """
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
+        with open_npz(path, allow_pickle=False) as archive:
             if "imgs" not in archive or "latents_classes" not in archive:
                 raise DataFormatError(f"{path} must hold 'imgs' and 'latents_classes'.")
             images, classes = archive["imgs"], archive["latents_classes"]

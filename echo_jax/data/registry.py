@@ -117,6 +117,12 @@ REGISTRY: Final[dict[str, RemoteFile]] = {
 BINARIZED_MNIST_NPZ: Final = "binarized_mnist/binarized_mnist.npz"
 OMNIGLOT_NPZ: Final = {"background": "omniglot/images_background.npz", "evaluation": "omniglot/images_evaluation.npz"}
 DSPRITES_FILES: Final = (f"dsprites/{_DSPRITES_STEM}.npz", f"dsprites/{_DSPRITES_STEM}.hdf5")
+# The Omniglot repacks are checked on content (zip compression varies between repacks): sha256 of
+# np.packbits(images) of the canonical drawings, bit-identical to the upstream zips' PNGs.
+OMNIGLOT_NPZ_CONTENT_SHA256: Final = {
+    "background": "50ac3e2043f457516ed8e84151b2d85718f4bbccc0a17ad355cd3b6f0c4ed5f3",
+    "evaluation": "03b046317776af65e56eb1a168e35feb5e254765b51ce5fd1383ec242a5767f3",
+}
 
 # The embedded sample (package data, not downloaded): sha256 of echo_jax/data/mnist_sample.npz.
 MNIST_SAMPLE_FILE: Final = "mnist_sample.npz"
