@@ -45,18 +45,20 @@ def test_every_config_runs_and_writes_results(path, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["encoder"] == config.encoder
 
 
+class Killed(Exception):
+    """Stands for the run being killed."""
+
+
+def kill_at_step_5(step):
+    if step == 5:
+        raise Killed
+
+
 @pytest.mark.parametrize("encoder, marginal", [("echo", "none"), ("gaussian", "vamp")])
 def test_resume_after_a_kill_gives_the_same_numbers(encoder, marginal, tmp_path):
     config = tiny(defaults.rate_distortion_config(quick=True), encoder=encoder, marginal=marginal,
                   num_epochs=2, checkpoint_every_steps=3)
     uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
-
-    class Killed(Exception):
-        """Stands for the run being killed."""
-
-    def kill_at_step_5(step):
-        if step == 5:
-            raise Killed
 
     with pytest.raises(Killed):
         train.train_and_evaluate(config, str(tmp_path / "b"), on_step=kill_at_step_5)
@@ -70,7 +72,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     config = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal",
                   learning_rate=1e12, lr_schedule="constant", num_epochs=3, checkpoint_every_steps=1,
                   log_every_steps=1)
-    with pytest.raises(FloatingPointError, match="non-finite"):
+    with pytest.raises(FloatingPointError, match=r"non-finite.*the last finite checkpoint \(step [1-9]\d*\) is kept"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
     from flax import serialization
@@ -148,3 +150,113 @@ def test_a_workdir_written_before_a_field_existed_resumes_when_the_field_keeps_i
     config.data_source = "tfds"
     with pytest.raises(ValueError, match="differs in: data_source"):
         train.prepare_workdir(config, str(tmp_path))
+
+
+# ----------------------------------------------------------------------------------------------- safety
+
+
+def strict_json(text):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_divergence_before_any_checkpoint_says_none_exists(tmp_path):
+    config = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal",
+                  learning_rate=1e12, lr_schedule="constant", num_epochs=2, log_every_steps=1)
+    with pytest.raises(FloatingPointError, match="no checkpoint was written before that") as raised:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert "new --workdir" in str(raised.value) and "last finite checkpoint" not in str(raised.value)
+    assert not list(tmp_path.glob("checkpoint*")) and not (tmp_path / "results.json").exists()
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        strict_json(line)
+
+
+def test_results_and_logs_are_strict_json(tmp_path):
+    from echo_jax.files import dumps_strict
+
+    train.train_and_evaluate(tiny(defaults.rate_distortion_config(quick=True)), str(tmp_path))
+    strict_json((tmp_path / "results.json").read_text())
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        strict_json(line)
+    with pytest.raises(ValueError):
+        dumps_strict({"rate": float("nan")})
+
+
+def test_non_finite_evaluation_stops_the_run(tmp_path):
+    from echo_jax.errors import DivergedError
+
+    with pytest.raises(DivergedError, match=r"test evaluation at step 7 is non-finite for \(beta, seed\) \[\(2.0, 1\)\]"):
+        train._check_finite_test([{"rate": 1.0}, {"rate": float("inf")}], [(1.0, 1), (2.0, 1)], 7, str(tmp_path),
+                                 str(tmp_path / "checkpoint.msgpack"), 0)
+
+
+def _chunked(**overrides):
+    return tiny(defaults.rate_distortion_config(quick=True), betas="0.5,2", iwae_samples=0, num_epochs=2,
+                **overrides)
+
+
+def test_chunk_layout_is_decided_once_and_reused_when_free_memory_changes(tmp_path, monkeypatch):
+    from echo_jax import sweep
+
+    fits = {"n": 1}
+    monkeypatch.setattr(sweep, "models_per_program", lambda *a, **k: fits["n"])
+    reference = train.train_and_evaluate(_chunked(), str(tmp_path / "a"))
+    steps = iter(range(10**6))
+    with pytest.raises(train.RunInterrupted):
+        train.train_and_evaluate(_chunked(), str(tmp_path / "b"), should_stop=lambda: next(steps) >= 5)
+    layout = json.loads((tmp_path / "b" / "layout.json").read_text())
+    assert (layout["runs"], layout["chunk_size"]) == ([[0.5, 0], [2.0, 0]], 1)
+    fits["n"] = 2  # more free memory now: a fresh decision would put both models in one program
+    resumed = train.train_and_evaluate(_chunked(), str(tmp_path / "b"))
+    strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
+    assert strip(resumed) == strip(reference)
+
+
+def test_a_checkpoint_of_other_models_is_refused(tmp_path):
+    config = _chunked(models_per_program=1)
+    steps = iter(range(10**6))
+    with pytest.raises(train.RunInterrupted):
+        train.train_and_evaluate(config, str(tmp_path), should_stop=lambda: next(steps) >= 5)
+    (tmp_path / "checkpoint-1.msgpack").write_bytes((tmp_path / "checkpoint-0.msgpack").read_bytes())
+    with pytest.raises(ValueError, match=r"checkpoint-1.msgpack holds other models than this run's"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_run_files_without_config_json_or_a_damaged_checkpoint_are_refused(tmp_path):
+    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2)
+    steps = iter(range(10**6))
+    with pytest.raises(train.RunInterrupted):
+        train.train_and_evaluate(config, str(tmp_path), should_stop=lambda: next(steps) >= 5)
+    (tmp_path / "checkpoint.msgpack").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoint.msgpack cannot be read"):
+        train.train_and_evaluate(config, str(tmp_path))
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ValueError, match="holds run files but no config.json"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_resume_removes_stale_temporary_files_and_trims_the_log(tmp_path):
+    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3,
+                  log_every_steps=1)
+    train.train_and_evaluate(config, str(tmp_path / "a"))
+
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, str(tmp_path / "b"), on_step=kill_at_step_5)
+    (tmp_path / "b" / ".tmp-abandoned-checkpoint.msgpack").write_bytes(b"half")
+    train.train_and_evaluate(config, str(tmp_path / "b"))  # resumes at step 3: steps 4 and 5 are logged again
+    assert not list((tmp_path / "b").glob(".tmp-*"))
+    records = lambda d: [(r["split"], r["step"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    assert records(tmp_path / "b") == records(tmp_path / "a")
+
+
+def test_a_finished_workdir_answers_without_the_data(tmp_path, monkeypatch):
+    config = tiny(defaults.rate_distortion_config(quick=True))
+    first = train.train_and_evaluate(config, str(tmp_path))
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(train.data_lib, "load", no_data)
+    assert train.train_and_evaluate(config, str(tmp_path)) == first
