@@ -342,6 +342,9 @@ def write_reproduction(campaign, runs: Sequence[campaign_lib.Run], done: dict[st
           "(paired differences, 95% t-intervals).", ""]
     if campaign.get("schedule"):
         md += [f"**Schedule.** {campaign.schedule}", ""]
+    commits = sorted({r.commit or "unknown" for r in results})
+    if commits:
+        md += [f"**Code.** Trained at commit(s) {', '.join(f'`{c}`' for c in commits)}.", ""]
     md += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
     md += [f"| {v.claim} | **{v.status}** | {v.evidence} |" for v in verdicts]
     md += [""]
@@ -363,7 +366,8 @@ def write_reproduction(campaign, runs: Sequence[campaign_lib.Run], done: dict[st
 
     md += _beta_one_table(index)
     md += _disentanglement_table(index)
-    md += ["## Pending runs", "", "```"]
+    md += ["## Pending runs", "", f"Continue with `{command.replace('experiments.report', 'experiments.campaign')}` "
+           "(add `--max-minutes M` to stop cleanly in time).", "", "```"]
     md += campaign_lib.status_lines(campaign, runs, done) + ["```", ""]
     write_atomic(out_path, "\n".join(md))
     return verdicts
