@@ -1,6 +1,7 @@
 """Many betas at once against the same models trained one after another, measured in one run.
 
     python benchmarks/sweep.py [--models mlp,conv] [--betas 1,4,8,16] [--steps 5]
+    python benchmarks/sweep.py --loops [--loop-models tiny,quick_mlp] [--rounds 3]
 
 For each network and each number of betas N, one training step of all N models on one batch of 100:
 - "back to back": N independent single-model runs, each its own jitted step (what one would do without
@@ -13,6 +14,21 @@ Printed: milliseconds per step of all N models, examples per second per beta, th
 back to back, and the memory XLA plans for the vmapped step (arguments + temporaries) as N grows
 (on an accelerator also the device's peak bytes in use). Times are medians of the timed steps after a
 warm-up step.
+
+With ``--loops``: model-steps per second of the training loop itself (`echo_jax.train`'s dispatch code,
+data included) with the host loop (a numpy batch copied in and one dispatch per step) against the
+on-device loop (`echo_jax.device_loop`: the split on the device, K steps per dispatch, K = 1 and K =
+--k), for a tiny model (where the dispatch dominates) and the quick MLP (configs/rate_distortion/echo.py:
+quick: MLP 784-500-500-32, batch 100), both on the bundled mnist_sample (dynamically binarized). The
+variants are timed in interleaved rounds (medians), so the ratios hold on a shared, loaded machine.
+Measured on the 2-core CPU, loaded by two other training processes (model-steps/s against the host loop;
+three runs, 1 model twice and 4 models once):
+
+    tiny       host 1.00x   device K=1 0.84-0.98x   device K=30 1.01-1.26x
+    quick_mlp  host 1.00x   device K=1 0.89-1.07x   device K=30 1.04-1.27x
+
+The gain at K = 30 is no larger than the spread between runs, so "auto" keeps the host loop on the CPU
+(`echo_jax.device_loop.CPU_DATA_LOOP`).
 """
 
 from __future__ import annotations
@@ -28,7 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from echo_jax import defaults, sweep, train
+from echo_jax import data as data_lib
+from echo_jax import defaults, device_loop, sweep, train
 from echo_jax.networks import cpu_compiler_options
 
 BATCH = 100
@@ -112,13 +129,86 @@ def measure(networks, counts, steps, strategies) -> dict:
     return out
 
 
+# The --loops models: the tiny model of the tests, and the quick configs' MLP (784-500-500-32, batch 100).
+LOOP_MODELS = {
+    "tiny": dict(mlp_hidden=(32,), latent_dim=4, batch_size=16),
+    "quick_mlp": dict(),
+}
+
+
+def loop_setup(name: str, num_models: int, k: int):
+    """A population of `num_models` echo models of LOOP_MODELS[name] and the training split."""
+    config = defaults.rate_distortion_config(quick=True)
+    config.update(LOOP_MODELS[name])
+    config.steps_per_call = k
+    train_set = data_lib.load(config.dataset, "train")
+    model = train.make_model(config, train_set.image_shape)
+    optimizer = train.make_optimizer(config, data_lib.num_batches(train_set, config.batch_size))
+    sample = jnp.asarray(train_set.images[: config.batch_size])
+    init = jax.vmap(lambda key: train.create_train_state(model, optimizer, key, sample, sample[0]))
+    keys = jnp.stack([jax.random.PRNGKey(m) for m in range(num_models)])
+    population = sweep.Population(train.make_train_step(model, optimizer), init, keys,
+                                  jnp.linspace(0.5, 2.0, num_models))
+    return config, population, train_set
+
+
+def loop_seconds(config, population, train_set, data_loop: str, steps: int) -> float:
+    """Seconds for `steps` updates of every model through the training loop's dispatch code."""
+    steps_per_epoch = data_lib.num_batches(train_set, config.batch_size)
+    advance = train._make_advance(config, population, train_set, data_loop, 0)  # noqa: SLF001 - measured as used
+    start, step = time.perf_counter(), 0
+    while step < steps:
+        step += advance(step, device_loop.steps_to_boundary(step, (steps_per_epoch,), steps))
+    population.block_until_ready()
+    return time.perf_counter() - start
+
+
+def measure_loops(names, num_models: int, k: int, rounds: int, steps: dict) -> dict:
+    """Model-steps per second per (model, loop), medians over interleaved rounds after a warm-up."""
+    out = {}
+    for name in names:
+        variants = {"host": ("host", 1), "device, K=1": ("device", 1), f"device, K={k}": ("device", k)}
+        setups = {v: loop_setup(name, num_models, kk) for v, (_, kk) in variants.items()}
+        times = {v: [] for v in variants}
+        for r in range(rounds + 1):  # round 0 compiles and warms up
+            for v, (data_loop, _) in variants.items():
+                seconds = loop_seconds(*setups[v], data_loop, steps[name])
+                if r:
+                    times[v].append(seconds)
+        out[name] = {v: num_models * steps[name] / float(np.median(t)) for v, t in times.items()}
+        print(f"  measured {name}: {out[name]}", file=sys.stderr, flush=True)
+    return out
+
+
+def print_loops(results: dict, num_models: int) -> None:
+    print(f"\nmodel-steps per second, {num_models} model(s) ({jax.default_backend()}), "
+          "speed against the host loop")
+    variants = list(next(iter(results.values())))
+    print("| model | " + " | ".join(variants) + " |")
+    print("|---" * (len(variants) + 1) + "|")
+    for name, row in results.items():
+        cells = [f"{row[v]:.0f}/s, {row[v] / row['host']:.2f}x" for v in variants]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mlp,conv")
     parser.add_argument("--betas", default="1,4,8,16")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--only", choices=["vmap"], help=argparse.SUPPRESS)  # the 2-device subprocess
+    parser.add_argument("--loops", action="store_true", help="host loop against the on-device loop")
+    parser.add_argument("--loop-models", default="tiny,quick_mlp")
+    parser.add_argument("--loop-num-models", type=int, default=1)
+    parser.add_argument("--k", type=int, default=30, help="steps per dispatch of the on-device loop")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop-steps", default="tiny=300,quick_mlp=90")
     args = parser.parse_args()
+    if args.loops:
+        steps = {k: int(v) for k, v in (kv.split("=") for kv in args.loop_steps.split(","))}
+        names = args.loop_models.split(",")
+        print_loops(measure_loops(names, args.loop_num_models, args.k, args.rounds, steps), args.loop_num_models)
+        return
     networks, counts = args.models.split(","), [int(n) for n in args.betas.split(",")]
 
     if args.only:

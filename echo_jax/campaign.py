@@ -43,7 +43,7 @@ from echo_jax.files import write_atomic
 # equals the built-in readers' data, tested, so where the data is read from is not part of a run either.)
 EXECUTION_FIELDS = frozenset({
     "data_dir", "data_source", "tfds_data_dir", "sweep_strategy", "models_per_program", "log_every_steps",
-    "checkpoint_every_steps", "betas", "num_seeds",
+    "checkpoint_every_steps", "betas", "num_seeds", "data_loop", "steps_per_call",
 })
 LAYOUTS = ("auto", "per_beta", "per_variant")
 

@@ -75,6 +75,8 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 0  # 0 -> at the end of every epoch
     c.sweep_strategy = "auto"
     c.models_per_program = 0  # 0 -> as many as fit in device memory; the rest run in later chunks
+    c.data_loop = "auto"  # auto (device on accelerators, host on CPU) | host | device (see echo_jax.device_loop)
+    c.steps_per_call = 100  # device loop: updates per dispatch (a dispatch also ends at each log/checkpoint/epoch)
 
     if quick:
         c.dataset = "mnist_sample"

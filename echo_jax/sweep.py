@@ -10,6 +10,9 @@ The training states are stacked on a leading model axis. How that axis meets the
 - ``auto``: sequential on a single CPU device, vmap otherwise.
 
 Either way there is one compile for the whole sweep, whatever the beta values: beta is a traced input.
+Batches come from the host one step per dispatch (`Population.step`), or from a split resident on the
+device(s), K steps per dispatch (`Population.device_data` and `Population.run_steps`; see
+`echo_jax.device_loop`).
 Several hosts: call ``jax.distributed.initialize()`` first; every process runs the same program on the
 same (replicated) data stream, the mesh spans all processes' devices, and only process 0 writes files.
 """
@@ -28,6 +31,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from echo_jax import device_loop
+from echo_jax.data.datasets import ArrayDataset
 from echo_jax.networks import cpu_compiler_options
 
 STRATEGIES = ("auto", "vmap", "sequential")
@@ -160,6 +165,8 @@ class Population:
         self.num_models = int(betas.shape[0])
         self.strategy = resolve_strategy(strategy)
         self._eval_cache: dict[Callable, Callable] = {}
+        self._single_step = train_step
+        self._multi_cache: dict[int, Callable] = {}
         if self.strategy == "sequential":
             self._train_step = jax.jit(train_step, donate_argnums=0, compiler_options=cpu_compiler_options())
             self._betas = list(betas)
@@ -196,6 +203,54 @@ class Population:
                 self._states[m], self._metrics[m] = self._train_step(self._states[m], batch, self._betas[m])
         else:
             self._states, self._metrics = self._train_step(self._states, self._global(batch), self._betas)
+
+    def device_data(self, dataset: ArrayDataset, batch_size: int, seed: int) -> device_loop.DeviceData:
+        """`dataset` copied to the device(s) for `run_steps`: replicated over the mesh when there is one."""
+        sharding = None if self.strategy == "sequential" else self._replicated
+        return device_loop.device_data(dataset, batch_size, seed, sharding)
+
+    def run_steps(self, data: device_loop.DeviceData, order: jax.Array, epoch: int, start: int,
+                  num_steps: int) -> None:
+        """`num_steps` updates of every model in one dispatch (one per model when sequential), on batches
+        ``start .. start + num_steps - 1`` of `epoch` cut on the device from `data` in the epoch's `order`
+        (`device_loop.epoch_order`); the batches must lie inside the epoch. Asynchronous, as `step`."""
+        multi = self._multi_step(num_steps)
+        if self.strategy == "sequential":
+            for m in range(self.num_models):
+                self._states[m], self._metrics[m] = multi(self._states[m], self._betas[m], data, order, epoch, start)
+        else:
+            self._states, self._metrics = multi(self._states, self._betas, data, order, epoch, start)
+
+    def _multi_step(self, num_steps: int) -> Callable:
+        if num_steps not in self._multi_cache:
+            if self.strategy == "sequential":
+                multi = device_loop.make_multi_step(self._single_step, num_steps)
+                jitted = jax.jit(multi, donate_argnums=0, compiler_options=cpu_compiler_options())
+            else:
+                step = jax.vmap(self._single_step, in_axes=(0, None, 0))
+                multi = device_loop.make_multi_step(step, num_steps)
+                jitted = jax.jit(multi, out_shardings=(self._models, self._models), donate_argnums=0,
+                                 compiler_options=cpu_compiler_options())
+            self._multi_cache[num_steps] = jitted
+        return self._multi_cache[num_steps]
+
+    def dispatch_bytes(self, batch: jax.Array | None = None, *, device_args: tuple | None = None) -> int:
+        """Device memory XLA plans for one dispatch (arguments, outputs and temporaries, less what donation
+        aliases): of `step` on `batch`, or of `run_steps` with ``device_args = (data, order, epoch, start,
+        num_steps)``; with the sequential strategy, one model's dispatch. Once that dispatch has run, its
+        executable is reused (nothing compiles again)."""
+        sequential = self.strategy == "sequential"
+        states, betas = (self._states[0], self._betas[0]) if sequential else (self._states, self._betas)
+        if device_args is None:
+            lowered = self._train_step.lower(states, batch if sequential else self._global(batch), betas)
+        else:
+            data, order, epoch, start, num_steps = device_args
+            lowered = self._multi_step(num_steps).lower(states, betas, data, order, epoch, start)
+        analysis = lowered.compile().memory_analysis()
+        if analysis is None:
+            return 0
+        return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+                   - analysis.alias_size_in_bytes)
 
     def block_until_ready(self) -> None:
         """Waits until every model's last step has finished (for timing)."""

@@ -2,16 +2,20 @@
 
 A run trains one model per (beta, seed) pair (one pair unless the config asks for a sweep), all on the same
 data stream; `echo_jax.sweep` decides how the models share the devices. beta and the learning rate are
-traced values, so a new beta never recompiles.
+traced values, so a new beta never recompiles. Batches come from the host loop (built in numpy, one update per
+dispatch) or the on-device loop (`echo_jax.device_loop`: the split on the device, ``steps_per_call`` updates
+per dispatch), as ``data_loop`` says; the two draw the same kind of data stream from different generators.
 
 A work directory holds ``config.json`` (the resolved config), ``metrics.jsonl`` (training and evaluation
-logs), ``checkpoint.msgpack`` (the latest finite state, written atomically) and, at the end,
+logs), ``checkpoint.msgpack`` (the latest finite state, written atomically), ``layout.json`` (models per program
+and data loop, decided once) and, at the end,
 ``results.json``. Rerunning on the same directory resumes from the checkpoint and ends with the same
 numbers as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -28,11 +32,11 @@ from absl import logging
 from flax import serialization
 
 from echo_jax import data as data_lib
-from echo_jax import defaults
+from echo_jax import defaults, device_loop
 from echo_jax import disentanglement
 from echo_jax import model as model_lib
 from echo_jax import sweep, validation
-from echo_jax.errors import ConfigError, DivergedError, WorkdirError
+from echo_jax.errors import ConfigError, DivergedError, UserError, WorkdirError
 from echo_jax.files import append_jsonl, dumps_strict, write_atomic
 
 
@@ -71,7 +75,13 @@ def load_datasets(config: ml_collections.ConfigDict):
         data_dir = config.data_dir or None
     splits = {}
     for split, limit in (("train", config.num_train_examples), ("test", config.num_test_examples)):
-        dataset = data_lib.load(config.dataset, split, data_dir=data_dir, num_examples=limit or None, **options)
+        try:
+            dataset = data_lib.load(config.dataset, split, data_dir=data_dir, num_examples=limit or None, **options)
+        except ValueError as e:
+            if isinstance(e, UserError):
+                raise
+            raise ConfigError(f"dataset {config.dataset!r}, {split} split (config.num_{split}_examples = {limit}, "
+                              f"config.binarize = {config.binarize!r}): {e}") from None
         if len(dataset) < config.batch_size:
             raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {split} split of {config.dataset} "
@@ -250,9 +260,22 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
         write_atomic(config_path, json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True))
 
 
-def chunk_layout(workdir: str, runs: list, decide: Callable[[], int]) -> int:
-    """How many models each program of the sweep trains: decided once (by `decide`), recorded in the
-    work directory's layout.json and reused on resume, so a checkpoint always meets the same models."""
+def run_layout(workdir: str, runs: list, decide_chunk_size: Callable[[str], int],
+               decide_data_loop: Callable[[], str]) -> tuple[int, str]:
+    """How the run meets the hardware, decided once and recorded in the work directory's layout.json, then
+    reused on resume: the models per program (so a checkpoint always meets the same models) and the data
+    loop, ``host`` or ``device`` (so a resumed run continues the same data stream, even where ``auto``
+    would now choose the other loop; a layout written before the on-device loop existed means ``host``).
+
+    Args:
+      workdir: the run's directory.
+      runs: the (beta, seed) pairs of the run.
+      decide_chunk_size: ``data_loop -> models per program``, asked for a new run only.
+      decide_data_loop: ``() -> "host" | "device"``, asked for a new run only.
+
+    Returns:
+      (chunk_size, data_loop).
+    """
     path = os.path.join(workdir, "layout.json")
     runs = [list(r) for r in runs]
     if os.path.exists(path):
@@ -260,11 +283,32 @@ def chunk_layout(workdir: str, runs: list, decide: Callable[[], int]) -> int:
             layout = json.load(f)
         if layout["runs"] != runs:
             raise WorkdirError(f"{path} records other (beta, seed) runs than this config's; use a new --workdir")
-        return int(layout["chunk_size"])
-    chunk_size = decide()
+        return int(layout["chunk_size"]), layout.get("data_loop", "host")
+    data_loop = decide_data_loop()
+    chunk_size = decide_chunk_size(data_loop)
     if jax.process_index() == 0:
-        write_atomic(path, json.dumps({"runs": runs, "chunk_size": chunk_size}))
-    return chunk_size
+        write_atomic(path, json.dumps({"runs": runs, "chunk_size": chunk_size, "data_loop": data_loop}))
+    return chunk_size, data_loop
+
+
+def _hardware_layout(config, workdir: str, runs: list, train_set, train_step, init, sample) -> tuple[int, str]:
+    """`run_layout` for this config: the data loop its ``data_loop`` resolves to, and the models that fit
+    in a device's memory beside the split when the split lives there."""
+    memory = sweep.device_memory_bytes()
+    split_bytes = functools.cache(lambda: device_loop.data_bytes(train_set))
+
+    def decide_data_loop() -> str:
+        data_loop = config.get("data_loop", "auto")
+        return "host" if data_loop == "host" else device_loop.resolve_data_loop(data_loop, split_bytes(), memory)
+
+    def decide_chunk_size(data_loop: str) -> int:
+        if config.models_per_program:
+            return config.models_per_program
+        spare = memory - split_bytes() if data_loop == "device" else None
+        return sweep.models_per_program(train_step, init, sample, len(runs), config.sweep_strategy,
+                                        capacity_bytes=spare)
+
+    return run_layout(workdir, runs, decide_chunk_size, decide_data_loop)
 
 
 def _to_python(tree):
@@ -299,8 +343,10 @@ def train_and_evaluate(
     Args:
       config: see `echo_jax.defaults.rate_distortion_config`.
       workdir: where the run's files go; an existing run there of the same config is resumed.
-      on_step: called with the step number after every update (progress hooks, tests).
-      should_stop: asked after every update; when it answers True the run saves a checkpoint at that
+      on_step: called with the step number after every update (progress hooks, tests); with the on-device
+        loop (``data_loop``), for each update of a dispatch once the dispatch is issued.
+      should_stop: asked before every dispatch (every update with the host loop, every ``steps_per_call``
+        updates at most with the on-device loop); when it answers True the run saves a checkpoint at that
         step and raises `RunInterrupted` (rerunning the work directory resumes there).
 
     Returns:
@@ -324,8 +370,7 @@ def train_and_evaluate(
     weights = dict(mmd_weight=config.mmd_weight, tc_weight=config.tc_weight)
     train_step = make_train_step(model, optimizer, **weights)
     init = jax.vmap(lambda k: create_train_state(model, optimizer, k, sample, mean_image))
-    chunk_size = chunk_layout(workdir, runs, lambda: config.models_per_program or sweep.models_per_program(
-        train_step, init, sample, len(runs), config.sweep_strategy))
+    chunk_size, data_loop = _hardware_layout(config, workdir, runs, train_set, train_step, init, sample)
     # The IWAE bound costs iwae_samples forward passes: only the final evaluation computes it.
     eval_step = make_eval_step(model, **weights)
     iwae_samples = config.iwae_samples if config.encoder != "echo" else 0
@@ -346,7 +391,7 @@ def train_and_evaluate(
                     "num_models": len(runs)}
         chunk_test, chunk_extra, chunk_seconds = _train_population(
             config, workdir, population, chunk, (eval_step, final_eval_step), train_set, test_set,
-            os.path.join(workdir, name), identity, on_step, should_stop, final_eval,
+            os.path.join(workdir, name), identity, on_step, should_stop, final_eval, data_loop,
         )
         test += chunk_test
         extra += chunk_extra
@@ -358,7 +403,7 @@ def train_and_evaluate(
             {
                 "beta": beta, "seed": seed, "dataset": config.dataset, "network": config.network,
                 "encoder": config.encoder, "marginal": config.marginal, "test": test[m],
-                "steps": total_steps, "seconds": seconds[m], **extra[m],
+                "steps": total_steps, "seconds": seconds[m], "data_loop": data_loop, **extra[m],
             }
             for m, (beta, seed) in enumerate(runs)
         ],
@@ -369,8 +414,13 @@ def train_and_evaluate(
 
 
 def _train_population(config, workdir, population, runs, eval_steps, train_set, test_set, checkpoint_path,
-                      identity, on_step, should_stop, final_eval) -> tuple[list[dict], list[dict], float]:
+                      identity, on_step, should_stop, final_eval, data_loop: str = "host",
+                      ) -> tuple[list[dict], list[dict], float]:
     """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
+
+    Each dispatch runs one update (the host loop) or up to ``steps_per_call`` updates (the on-device loop),
+    never across a log, checkpoint, evaluation or epoch boundary; `should_stop` is asked between
+    dispatches and `on_step` is called for every update once its dispatch is issued.
 
     Returns:
       The test terms of every model, each model's extra results (``final_eval(params)`` under the
@@ -380,70 +430,40 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
     steps_per_epoch = data_lib.num_batches(train_set, config.batch_size)
     total_steps = _total_steps(config, steps_per_epoch)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    step, seconds = 0, 0.0
-    if os.path.exists(checkpoint_path):
-        restored = _read_checkpoint(checkpoint_path, identity)
-        if "test" in restored:  # this population finished before the run was interrupted
-            return json.loads(restored["test"]), json.loads(restored["extra"]), float(restored["seconds"])
-        population.load_states(serialization.from_state_dict(population.stacked_states(), restored["states"]))
-        step, seconds = int(restored["step"]), float(restored["seconds"])
-        logging.info("resumed %s at step %d of %d", checkpoint_path, step, total_steps)
-    if jax.process_index() == 0:
-        trim_metrics(metrics_path, runs, step)
+    restored = _restore(population, checkpoint_path, identity, metrics_path, runs, total_steps)
+    if "test" in restored:  # this population finished before the run was interrupted
+        return restored["test"], restored["extra"], restored["seconds"]
+    step, seconds = restored["step"], restored["seconds"]
 
     def save_checkpoint(at_step: int, elapsed: float, test=None, extra=None) -> None:
-        states = sweep.to_host(population.stacked_states())
-        if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
-            raise _diverged(f"the parameters became non-finite by step {at_step}", workdir, checkpoint_path,
-                            last_good)
-        payload = {"states": serialization.to_state_dict(states), "step": at_step, "seconds": elapsed,
-                   "identity": json.dumps(identity)}
-        if test is not None:
-            payload["test"], payload["extra"] = dumps_strict(test), dumps_strict(extra)
-        if jax.process_index() == 0:
-            write_atomic(checkpoint_path, serialization.msgpack_serialize(payload))
+        _save_checkpoint(population, checkpoint_path, identity, at_step, elapsed, test, extra,
+                         lambda what: _diverged(what, workdir, checkpoint_path, last_good))
 
     checkpoint_every = config.checkpoint_every_steps or steps_per_epoch
-    data_seed = data_seed_of(config)
-    eval_key = jax.random.PRNGKey(data_seed + 12)  # fixed: evaluation noise is the same at every eval
+    boundaries = (config.log_every_steps, steps_per_epoch, checkpoint_every)
+    advance = _make_advance(config, population, train_set, data_loop, step)
+    eval_key = jax.random.PRNGKey(data_seed_of(config) + 12)  # fixed: evaluation noise is the same at every eval
     start = time.perf_counter() - seconds
     last_good = step
     while step < total_steps:
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        # Every model sees the same data stream, set by the data seed (model seeds change init and noise).
-        for batch in data_lib.batches(train_set, config.batch_size, seed=data_seed, epoch=epoch,
-                                      start_step=in_epoch):
-            # Asked before a step, never between an epoch's last step and its evaluation.
-            if should_stop is not None and should_stop():
-                if last_good != step:
-                    save_checkpoint(step, time.perf_counter() - start)
-                raise RunInterrupted(f"stopped at step {step} of {total_steps}; rerun to resume from {checkpoint_path}")
-            population.step(jnp.asarray(batch))
-            step += 1
-            if on_step is not None:
-                on_step(step)
-            if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-                host = sweep.to_host(population.last_metrics())
-                finite = np.all([np.isfinite(v) for v in host.values()], axis=0)
-                if not np.all(finite):
-                    bad = [runs[m] for m in np.flatnonzero(~finite)]
-                    raise _diverged(f"training became non-finite at step {step} for (beta, seed) {bad}", workdir,
-                                    checkpoint_path, last_good)
-                record = {"split": "train", "step": step, "epoch": step / steps_per_epoch,
-                          "beta": [b for b, _ in runs], "seed": [s for _, s in runs], **_to_python(host)}
-                if jax.process_index() == 0:
-                    append_jsonl(metrics_path, record)
-                logging.info(
-                    "step %d/%d (epoch %.2f): loss %s rate %s distortion %s", step, total_steps,
-                    step / steps_per_epoch, _fmt(host["loss"]), _fmt(host["rate"]), _fmt(host["distortion"]),
-                )
-            if step % checkpoint_every == 0 and step < total_steps:
+        # Asked before a dispatch, never between an epoch's last step and its evaluation.
+        if should_stop is not None and should_stop():
+            if last_good != step:
                 save_checkpoint(step, time.perf_counter() - start)
-                last_good = step
-            if step % steps_per_epoch == 0 or step == total_steps:
-                break
-        epoch_done = step // steps_per_epoch
-        if epoch_done % config.eval_every_epochs == 0 and step < total_steps:
+            raise RunInterrupted(f"stopped at step {step} of {total_steps}; rerun to resume from {checkpoint_path}")
+        done = advance(step, device_loop.steps_to_boundary(step, boundaries, total_steps))
+        for update in range(step + 1, step + done + 1):
+            if on_step is not None:
+                on_step(update)
+        step += done
+        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+            _log_train(population, runs, step, total_steps, steps_per_epoch, metrics_path,
+                       lambda what: _diverged(what, workdir, checkpoint_path, last_good))
+        if step % checkpoint_every == 0 and step < total_steps:
+            save_checkpoint(step, time.perf_counter() - start)
+            last_good = step
+        if step % steps_per_epoch == 0 and (step // steps_per_epoch) % config.eval_every_epochs == 0 \
+                and step < total_steps:
             test = evaluate(population, eval_step, test_set, config.batch_size, eval_key)
             _check_finite_test(test, runs, step, workdir, checkpoint_path, last_good)
             _log_test(metrics_path, step, steps_per_epoch, runs, test)
@@ -458,6 +478,100 @@ def _train_population(config, workdir, population, runs, eval_steps, train_set, 
     seconds = time.perf_counter() - start
     save_checkpoint(step, seconds, test=test, extra=extra)
     return test, extra, seconds
+
+
+def _save_checkpoint(population, path: str, identity: dict, at_step: int, elapsed: float, test, extra,
+                     diverged: Callable[[str], Exception]) -> None:
+    """Writes the population's states (and, when finished, its results) atomically; raises
+    `diverged(what)` instead if a parameter is non-finite, keeping the last good checkpoint."""
+    states = sweep.to_host(population.stacked_states())
+    if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
+        raise diverged(f"the parameters became non-finite by step {at_step}")
+    payload = {"states": serialization.to_state_dict(states), "step": at_step, "seconds": elapsed,
+               "identity": json.dumps(identity)}
+    if test is not None:
+        payload["test"], payload["extra"] = dumps_strict(test), dumps_strict(extra)
+    if jax.process_index() == 0:
+        write_atomic(path, serialization.msgpack_serialize(payload))
+
+
+def _restore(population, checkpoint_path: str, identity: dict, metrics_path: str, runs, total_steps: int) -> dict:
+    """Loads the population's checkpoint, if there is one, and trims the metrics logged after it.
+
+    Returns:
+      ``{"step", "seconds"}`` to resume from (0, 0.0 for a fresh start), plus ``"test"`` and ``"extra"``
+      when the checkpoint holds a finished population.
+    """
+    step, seconds = 0, 0.0
+    if os.path.exists(checkpoint_path):
+        restored = _read_checkpoint(checkpoint_path, identity)
+        if "test" in restored:
+            return {"test": json.loads(restored["test"]), "extra": json.loads(restored["extra"]),
+                    "seconds": float(restored["seconds"])}
+        population.load_states(serialization.from_state_dict(population.stacked_states(), restored["states"]))
+        step, seconds = int(restored["step"]), float(restored["seconds"])
+        logging.info("resumed %s at step %d of %d", checkpoint_path, step, total_steps)
+    if jax.process_index() == 0:
+        trim_metrics(metrics_path, runs, step)
+    return {"step": step, "seconds": seconds}
+
+
+def _make_advance(config, population, train_set, data_loop: str, step: int) -> Callable[[int, int], int]:
+    """``advance(step, limit)``: issues the updates that follow `step` (one, or up to ``steps_per_call``
+    but at most `limit`, with the on-device loop) and returns how many.
+
+    Both loops serve the data stream of `data_seed_of(config)`, each from its own generator (see
+    `echo_jax.device_loop`): the host loop's batches are `echo_jax.data.batches`, built in numpy.
+    """
+    seed = data_seed_of(config)
+    if data_loop == "host":
+        stream = _host_batches(train_set, config.batch_size, seed, step)
+
+        def advance_host(step: int, limit: int) -> int:
+            population.step(jnp.asarray(next(stream)))
+            return 1
+
+        return advance_host
+    data = population.device_data(train_set, config.batch_size, seed)
+    steps_per_call = config.get("steps_per_call", device_loop.DEFAULT_STEPS_PER_CALL)
+    orders: dict[int, jax.Array] = {}
+
+    def advance_device(step: int, limit: int) -> int:
+        epoch, in_epoch = divmod(step, data.steps_per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = device_loop.epoch_order(data, epoch)
+        count = min(steps_per_call, limit)
+        population.run_steps(data, orders[epoch], epoch, in_epoch, count)
+        return count
+
+    return advance_device
+
+
+def _host_batches(train_set, batch_size: int, seed: int, step: int):
+    """The host loop's batches from `step` on, epoch after epoch."""
+    epoch, in_epoch = divmod(step, data_lib.num_batches(train_set, batch_size))
+    while True:
+        yield from data_lib.batches(train_set, batch_size, seed=seed, epoch=epoch, start_step=in_epoch)
+        epoch, in_epoch = epoch + 1, 0
+
+
+def _log_train(population, runs, step: int, total_steps: int, steps_per_epoch: int, metrics_path: str,
+               diverged: Callable[[str], Exception]) -> None:
+    """Logs the last update's training terms; raises `diverged(what)` if any model's are non-finite."""
+    host = sweep.to_host(population.last_metrics())
+    finite = np.all([np.isfinite(v) for v in host.values()], axis=0)
+    if not np.all(finite):
+        bad = [runs[m] for m in np.flatnonzero(~finite)]
+        raise diverged(f"training became non-finite at step {step} for (beta, seed) {bad}")
+    record = {"split": "train", "step": step, "epoch": step / steps_per_epoch,
+              "beta": [b for b, _ in runs], "seed": [s for _, s in runs], **_to_python(host)}
+    if jax.process_index() == 0:
+        append_jsonl(metrics_path, record)
+    logging.info(
+        "step %d/%d (epoch %.2f): loss %s rate %s distortion %s", step, total_steps,
+        step / steps_per_epoch, _fmt(host["loss"]), _fmt(host["rate"]), _fmt(host["distortion"]),
+    )
 
 
 def _read_checkpoint(path: str, identity: dict) -> dict:

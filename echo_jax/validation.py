@@ -23,6 +23,7 @@ ECHO_ACTIVATIONS = ("tanh16", "tanh64", "linear")
 ECHO_ORDERS = ("independent", "cyclic")
 LR_SCHEDULES = ("linear_decay", "as_coded", "constant")
 SWEEP_STRATEGIES = ("auto", "vmap", "sequential")
+DATA_LOOPS = ("auto", "host", "device")
 REPRESENTATIONS = ("sample", "mean")
 DSPRITES = ("dsprites", "dsprites_correlated")
 # The networks built for one image size: the paper's conv trunk for 28x28, disentanglement_lib's for 64x64.
@@ -118,6 +119,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("checkpoint_every_steps", config.checkpoint_every_steps, minimum=0, fix="0 means every epoch")
     _choice("sweep_strategy", config.sweep_strategy, SWEEP_STRATEGIES)
     _integer("models_per_program", config.models_per_program, minimum=0, fix="0 fits as many as memory allows")
+    _choice("data_loop", get("data_loop", "auto"), DATA_LOOPS)
+    _integer("steps_per_call", get("steps_per_call", 100), minimum=1)
 
     if config.experiment == "disentanglement":
         if config.dataset not in DSPRITES:
