@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from unittest import mock
 
 import h5py
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from echo_jax import data
 from echo_jax.data import dsprites
+from echo_jax.data.fetch import sha256_of_file
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUARE, ELLIPSE, HEART = 0, 1, 2
@@ -152,6 +154,13 @@ def test_upstream_file_reader_and_its_checks(tmp_path):
     # A file in the data folder that is not the whole dataset is refused, not silently used.
     folder = tmp_path / "data" / "dsprites"
     folder.mkdir(parents=True)
-    write_upstream_hdf5(folder / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5", classes)
-    with pytest.raises(data.DataFormatError, match="must hold all 737,280"):
+    name = "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5"
+    write_upstream_hdf5(tmp_path / "data" / name, classes)
+    with pytest.raises(data.ChecksumMismatchError, match="hdf5 has sha256"):  # not the registered file
         data.load("dsprites", "train", data_dir=tmp_path / "data")
+    # Even a file that passed its checksum is refused when it does not hold the whole dataset.
+    digest = sha256_of_file(tmp_path / "data" / name)
+    entry = data.registry.RemoteFile(data.registry.REGISTRY[name].url, digest)
+    with mock.patch.dict(data.registry.REGISTRY, {name: entry}):
+        with pytest.raises(data.DataFormatError, match="must hold all 737,280"):
+            data.load("dsprites", "train", data_dir=tmp_path / "data")

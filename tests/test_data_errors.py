@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
 
 from echo_jax import data
@@ -63,7 +64,7 @@ def test_read_only_cache_names_the_missing_file(tmp_path, monkeypatch):
     unreachable(monkeypatch, "mnist/t10k-images-idx3-ubyte.gz")
     folder = tmp_path / "cache"
     folder.mkdir()
-    monkeypatch.setattr(data.fetch.__globals__["pooch"], "retrieve",
+    monkeypatch.setattr(pooch, "retrieve",
                         lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(folder))))
     with pytest.raises(data.DataUnavailableError) as raised:
         data.load("mnist", "test", data_dir=folder)
