@@ -83,6 +83,9 @@ def test_dominance_verdicts():
     mixed = curves({2.0: -2.0, 0.5: 0.0})  # gaps 0, -0.1, -0.2: the interval contains 0
     verdict = reproduction.dominance_verdict(reproduction._index(mixed), "binary_mnist", mixed)
     assert verdict.status == "not supported" and "inconclusive" in verdict.evidence
+    waiting = reproduction.dominance_verdict(reproduction._index(results), "binary_mnist", results, pending=4)
+    assert waiting.status == "not yet measured" and "4 Echo/VAE runs of the range pending" in waiting.evidence
+    assert "beta 2: -1.90" in waiting.evidence
     one_seed = [r for r in results if r.seed == 0]
     verdict = reproduction.dominance_verdict(reproduction._index(one_seed), "binary_mnist", one_seed)
     assert verdict.status == "not yet measured"
