@@ -27,3 +27,19 @@ def tiny(config, **overrides):
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def run_on_cpu_devices(script, num_devices=4, timeout=600):
+    """Runs `script` in a fresh Python with `num_devices` simulated CPU devices (XLA creates them only when
+    told before jax starts) and returns the JSON its last printed line holds."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={num_devices}", "JAX_PLATFORMS": "cpu"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -13,7 +11,7 @@ import pytest
 
 from echo_jax import defaults, device_loop, sweep, train
 from echo_jax.data.datasets import ArrayDataset
-from tests.helpers import tiny
+from tests.helpers import run_on_cpu_devices, tiny
 
 
 def _dataset(images, binarize="none"):
@@ -164,10 +162,4 @@ FOUR_DEVICES = textwrap.dedent(
 
 
 def test_sharded_sweep_on_four_devices_equals_back_to_back_steps():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
-           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or ""}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=env, cwd=root, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["max_param_diff"] < 1e-4
+    assert run_on_cpu_devices(FOUR_DEVICES)["max_param_diff"] < 1e-4

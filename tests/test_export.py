@@ -12,11 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -26,7 +22,7 @@ import pytest
 from jax import export
 
 from echo_jax import defaults, networks, train
-from tests.helpers import tiny
+from tests.helpers import run_on_cpu_devices, tiny
 
 ACCELERATORS = ("cuda", "tpu")
 BATCH, NUM_MODELS = 4, 2
@@ -194,12 +190,7 @@ SHARDED_EXPORT = textwrap.dedent(
 def test_sharded_sweep_steps_export_for_accelerators():
     # Sharding the model axis needs several devices, which XLA:CPU simulates only when told before jax
     # starts: a fresh process with 4 of them.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", SHARDED_EXPORT], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_cpu_devices(SHARDED_EXPORT)
     assert sorted(out) == sorted(f"{step}-{platform}" for step in ("train", "eval") for platform in ACCELERATORS)
     for name, result in out.items():
         platform = name.split("-")[1]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from echo_jax import defaults, sweep, train
-from tests.helpers import tiny
+from tests.helpers import run_on_cpu_devices, tiny
 
 
 def _strip(results):
@@ -135,12 +135,7 @@ FOUR_DEVICES = textwrap.dedent(
 
 
 def test_sharded_sweep_on_four_devices_equals_unsharded():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES], env=env, cwd=root, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_on_cpu_devices(FOUR_DEVICES)
     assert out["even"]["models"] == 4 and out["uneven"]["models"] == 3  # padding is dropped
     for case in out.values():
         assert case["max_param_diff"] < 1e-4 and case["loss_diff"] < 1e-2
