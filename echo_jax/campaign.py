@@ -362,7 +362,8 @@ def run_campaign(
         if not take_lock(workdir):
             log(f"program {program.key} is being trained by another runner; skipping it")
             continue
-        if all(r.key in finished_runs(results_dir) for r in program.runs):  # another runner finished it
+        finished = finished_runs(results_dir)  # read once: another runner may have finished this program
+        if all(r.key in finished for r in program.runs):
             release_lock(workdir)
             continue
         log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")

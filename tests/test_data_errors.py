@@ -1,5 +1,6 @@
 """Bad data files and failed lookups: errors that name the file and the fix, and leave nothing behind."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ def unreachable(monkeypatch, key):
 def test_truncated_gz_names_the_file(tmp_path):
     source = SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz"
     if not source.exists():
+        if os.environ.get("ECHO_JAX_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"{source} is missing but ECHO_JAX_REQUIRE_SHARED_DATA=1 requires it.")
         pytest.skip("shared data absent")
     (tmp_path / "mnist").mkdir()
     target = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
