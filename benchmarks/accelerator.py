@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from echo_jax import data as data_lib
-from echo_jax import defaults, device_loop, sweep, train
+from echo_jax import defaults, device_loop, steps, sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Size:
 
 FULL = Size(networks=("mlp", "conv"), counts=(1, 4, 16, 64), updates=90, steps_per_call=45)
 SMOKE = Size(networks=("mlp",), counts=(1, 2), updates=4, steps_per_call=2,
-             overrides=dict(mlp_hidden=(32,), latent_dim=4, batch_size=16))
+             overrides=dict(model=dict(mlp_hidden=(32,), latent_dim=4), batch_size=16))
 # (name, sweep strategy, data loop)
 VARIANTS = (("back to back", "sequential", "host"), ("vmapped sweep", "vmap", "host"),
             ("vmapped sweep, on-device loop", "vmap", "device"))
@@ -62,14 +62,14 @@ VARIANTS = (("back to back", "sequential", "host"), ("vmapped sweep", "vmap", "h
 def build(network: str, size: Size):
     """The config, single-model train step, stacked-state init and training split of one network."""
     config = defaults.rate_distortion_config(quick=True)  # mnist_sample, Echo, batch 100, MLP 500-500
-    config.network = network
+    config.model.network = network
     config.update(size.overrides)
     train_set = data_lib.load(config.dataset, "train")
-    model = train.make_model(config, train_set.image_shape)
-    optimizer = train.make_optimizer(config, data_lib.num_batches(train_set, config.batch_size))
+    model = steps.make_model(config, train_set.image_shape)
+    optimizer = steps.make_optimizer(config, data_lib.num_batches(train_set, config.batch_size))
     sample = jnp.asarray(next(data_lib.eval_batches(train_set, config.batch_size)))
-    init = jax.vmap(lambda key: train.create_train_state(model, optimizer, key, sample, sample[0]))
-    return config, train.make_train_step(model, optimizer), init, train_set
+    init = jax.vmap(lambda key: steps.create_train_state(model, optimizer, key, sample, sample[0]))
+    return config, steps.make_train_step(model, optimizer), init, train_set
 
 
 def host_updates(population, train_set, batch_size: int, updates: int) -> None:
@@ -125,9 +125,9 @@ def measure(config, train_step, init, train_set, n: int, strategy: str, data_loo
 
 
 def describe_network(config) -> str:
-    if config.network == "mlp":
-        return f"MLP 784-{'-'.join(str(h) for h in config.mlp_hidden)}-{config.latent_dim}"
-    return f"conv (Alemi et al. 2018), latent {config.latent_dim}"
+    if config.model.network == "mlp":
+        return f"MLP 784-{'-'.join(str(h) for h in config.model.mlp_hidden)}-{config.model.latent_dim}"
+    return f"conv (Alemi et al. 2018), latent {config.model.latent_dim}"
 
 
 def markdown(results: dict, notes: dict, size: Size) -> str:

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from echo_jax import data as data_lib
-from echo_jax import defaults, device_loop, sweep, train
+from echo_jax import defaults, device_loop, steps, sweep, train
 from echo_jax.networks import cpu_compiler_options
 
 BATCH = 100
@@ -53,12 +53,12 @@ BATCH = 100
 
 def build(network: str):
     config = defaults.rate_distortion_config()
-    config.network = network
-    model = train.make_model(config, (28, 28, 1))
-    optimizer = train.make_optimizer(config, 500)
+    config.model.network = network
+    model = steps.make_model(config, (28, 28, 1))
+    optimizer = steps.make_optimizer(config, 500)
     sample = jnp.zeros((BATCH, 28, 28, 1))
-    init = jax.vmap(lambda k: train.create_train_state(model, optimizer, k, sample, sample[0]))
-    return train.make_train_step(model, optimizer), init
+    init = jax.vmap(lambda k: steps.create_train_state(model, optimizer, k, sample, sample[0]))
+    return steps.make_train_step(model, optimizer), init
 
 
 def batches(steps: int):
@@ -131,7 +131,7 @@ def measure(networks, counts, steps, strategies) -> dict:
 
 # The --loops models: the tiny model of the tests, and the quick configs' MLP (784-500-500-32, batch 100).
 LOOP_MODELS = {
-    "tiny": dict(mlp_hidden=(32,), latent_dim=4, batch_size=16),
+    "tiny": dict(model=dict(mlp_hidden=(32,), latent_dim=4), batch_size=16),
     "quick_mlp": dict(),
 }
 
@@ -142,12 +142,12 @@ def loop_setup(name: str, num_models: int, k: int):
     config.update(LOOP_MODELS[name])
     config.steps_per_call = k
     train_set = data_lib.load(config.dataset, "train")
-    model = train.make_model(config, train_set.image_shape)
-    optimizer = train.make_optimizer(config, data_lib.num_batches(train_set, config.batch_size))
+    model = steps.make_model(config, train_set.image_shape)
+    optimizer = steps.make_optimizer(config, data_lib.num_batches(train_set, config.batch_size))
     sample = jnp.asarray(train_set.images[: config.batch_size])
-    init = jax.vmap(lambda key: train.create_train_state(model, optimizer, key, sample, sample[0]))
+    init = jax.vmap(lambda key: steps.create_train_state(model, optimizer, key, sample, sample[0]))
     keys = jnp.stack([jax.random.PRNGKey(m) for m in range(num_models)])
-    population = sweep.Population(train.make_train_step(model, optimizer), init, keys,
+    population = sweep.Population(steps.make_train_step(model, optimizer), init, keys,
                                   jnp.linspace(0.5, 2.0, num_models))
     return config, population, train_set
 

@@ -6,7 +6,7 @@ encodings of other data points, so that the rate I(X;Z) = -E log|det S(x)| is ex
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "echo_clip",

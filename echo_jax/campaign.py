@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 import ml_collections
 
-from echo_jax import sweep, train
+from echo_jax import defaults, disentanglement, sweep, train
 from echo_jax.errors import ConfigError
 from echo_jax.files import write_atomic
 
@@ -43,7 +43,7 @@ from echo_jax.files import write_atomic
 # equals the built-in readers' data, tested, so where the data is read from is not part of a run either.)
 EXECUTION_FIELDS = frozenset({
     "data_dir", "data_source", "tfds_data_dir", "sweep_strategy", "models_per_program", "log_every_steps",
-    "checkpoint_every_steps", "betas", "num_seeds", "data_loop", "steps_per_call",
+    "checkpoint_every_steps", "betas", "num_seeds", "data_loop", "steps_per_call", "tensorboard",
 })
 LAYOUTS = ("auto", "per_beta", "per_variant")
 
@@ -62,7 +62,8 @@ def group(name: str, variants: Sequence[tuple[str, str]], *, betas: Sequence[flo
         overrides as a third item, a dict.
       betas: in priority order (the first ones are trained first).
       seeds: model seeds.
-      overrides: config fields set for every variant of the group (dotted names for nested fields).
+      overrides: config fields set for every variant of the group (a nested dict for a nested group:
+        ``{"model": {"tc_weight": 10.0}}``).
       description: one line for the status and the report.
     """
     return ml_collections.ConfigDict({
@@ -94,39 +95,12 @@ def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
 def run_identity(config: ml_collections.ConfigDict) -> dict:
     """What a single-model config computes, as a flat, canonical dict (the content of its key).
 
-    Nesting is flattened to leaf names and unset values (None, "", 0, False) are left out, so regrouping
-    the fields of a config or writing "unset" as a placeholder instead of 0 or "" keeps every key.
-    Execution-only fields (`EXECUTION_FIELDS`) are left out; the data seed is resolved.
+    The fields as `defaults.flat_fields` gives them (leaf names, unset values left out, so regrouping the
+    fields of a config or writing "unset" as a placeholder instead of 0 or "" keeps every key), less the
+    execution-only fields (`EXECUTION_FIELDS`), with the data seed resolved.
     """
-    flat = {}
-
-    def visit(node):
-        for name, value in node.items():
-            if isinstance(value, (dict, ml_collections.ConfigDict)):
-                visit(value)
-                continue
-            if name in flat:
-                raise ValueError(f"config field name {name!r} appears twice; run keys need unique leaf names")
-            flat[name] = value
-
-    visit(config)
-    flat["data_seed"] = train.data_seed_of(config)
-    identity = {}
-    for name, value in flat.items():
-        if name in EXECUTION_FIELDS or value is None or value == "" or (not isinstance(value, str) and value == 0):
-            continue
-        identity[name] = _canonical(value)
-    return identity
-
-
-def _canonical(value):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
+    identity = defaults.flat_fields({**config.to_dict(), "data_seed": train.data_seed_of(config)})
+    return {name: value for name, value in identity.items() if name not in EXECUTION_FIELDS}
 
 
 def run_key(config: ml_collections.ConfigDict) -> str:
@@ -208,15 +182,15 @@ def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] |
     return list(runs.values())
 
 
-def _override(config: ml_collections.ConfigDict, overrides: dict) -> None:
+def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") -> None:
+    """Sets `overrides` on `config`; a nested dict sets fields of a nested group (``{"model": {...}}``)."""
     for name, value in overrides.items():
-        target = config
-        *parents, leaf = name.split(".")
-        for p in parents:
-            target = target[p]
-        if leaf not in target:
-            raise ConfigError(f"override {name}={value!r}: the config has no field {name!r}")
-        target[leaf] = value
+        if name not in config:
+            raise ConfigError(f"override {prefix}{name}={value!r}: the config has no field {prefix}{name!r}")
+        if isinstance(value, (dict, ml_collections.ConfigDict)) and isinstance(config[name], ml_collections.ConfigDict):
+            _override(config[name], value, f"{prefix}{name}.")
+        else:
+            config[name] = value
 
 
 def single_run_config(base: ml_collections.ConfigDict, beta: float, seed: int) -> ml_collections.ConfigDict:
@@ -369,7 +343,8 @@ def run_campaign(
         log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
         stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
-            results = train.train_and_evaluate(program.config, workdir, should_stop=stop)
+            results = train.train_and_evaluate(program.config, workdir, should_stop=stop,
+                                               evaluators=disentanglement.evaluators(program.config))
         except train.RunInterrupted as e:
             log(f"time budget spent: {e}")
             break

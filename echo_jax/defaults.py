@@ -27,25 +27,27 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.num_train_examples = 0  # 0 -> the whole split; otherwise a fixed random subset of N examples
     c.num_test_examples = 0
 
-    # Model. network: conv (the paper's, Alemi et al. 2018) | mlp | dsprites.
-    c.network = "conv"
-    c.mlp_hidden = (500, 500)
-    c.latent_dim = 32
-    c.encoder = "echo"  # echo | gaussian | iaf
-    c.marginal = "none"  # none (echo) | std_normal | maf | vamp
-    c.echo_activation = "tanh16"  # tanh16 | tanh64 | linear (clipped to +-echo_fx_bound)
-    c.echo_fx_bound = 1.0
-    c.echo_clip = 0.0  # 0 -> solved from the batch size by echo_clip(batch_size - 1, echo_fx_bound)
-    c.echo_order = "independent"  # independent (the paper's) | cyclic (fast, shared cyclic order)
-    c.flow_steps = 4  # IAF posterior and MAF marginal
-    c.flow_hidden = (640, 640, 640)
-    c.flow_affine = False  # the original's flows are shift-only (volume preserving)
-    c.vamp_components = 750
-    c.vamp_as_coded = False  # True: the original's mean of component log-densities, not a log-mixture
-    c.mmd_weight = 0.0  # InfoVAE penalty weight (999 in the original), not multiplied by beta
-    c.mmd_bandwidth = 0.0  # 0 -> sqrt(D^2 / 2), the original info_vae's
-    c.tc_weight = 0.0  # > 0 adds FactorVAE's total-correlation discriminator and penalty (weight tc_weight)
-    c.discriminator_learning_rate = 1e-4
+    # Model: everything `echo_jax.model.Autoencoder` takes, as Autoencoder(image_shape, **config.model).
+    # Unset (None) optional values mean "derived", as the comments say.
+    c.model = ml_collections.ConfigDict()
+    m = c.model
+    m.network = "conv"  # conv (the paper's, Alemi et al. 2018) | mlp | dsprites
+    m.mlp_hidden = (500, 500)
+    m.latent_dim = 32
+    m.encoder = "echo"  # echo | gaussian | iaf
+    m.marginal = "none"  # none (echo) | std_normal | maf | vamp
+    m.echo_activation = "tanh16"  # tanh16 | tanh64 | linear (clipped to +-echo_fx_bound)
+    m.echo_fx_bound = 1.0
+    m.echo_clip = config_dict.placeholder(float)  # None -> solved from the batch size: echo_clip(batch_size - 1)
+    m.echo_order = "independent"  # independent (the paper's) | cyclic (fast, shared cyclic order)
+    m.flow_steps = 4  # IAF posterior and MAF marginal
+    m.flow_hidden = (640, 640, 640)
+    m.flow_affine = False  # the original's flows are shift-only (volume preserving)
+    m.vamp_components = 750
+    m.vamp_as_coded = False  # True: the original's mean of component log-densities, not a log-mixture
+    m.mmd_weight = 0.0  # InfoVAE penalty weight (999 in the original), not multiplied by beta; 0: no MMD
+    m.mmd_bandwidth = config_dict.placeholder(float)  # None -> sqrt(D^2 / 2), the original info_vae's
+    m.tc_weight = 0.0  # > 0 adds FactorVAE's total-correlation discriminator and penalty (weight tc_weight)
 
     # Objective: distortion + beta * rate (+ mmd_weight * mmd). betas: "0.1,0.3,1" trains one model per
     # beta in one program (a sweep); num_seeds > 1 adds seeds seed, seed+1, ... for every beta (a model's
@@ -66,6 +68,7 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.learning_rate = 3e-4
     c.lr_schedule = "linear_decay"
     c.adam_eps = 1e-7
+    c.discriminator_learning_rate = 1e-4  # the TC discriminator's own Adam (model.tc_weight > 0)
 
     # Evaluation, logging, checkpoints. iwae_samples > 0 adds an importance-sampled log-likelihood bound
     # (Gaussian and IAF encoders). sweep_strategy: auto | vmap | sequential (see echo_jax.sweep).
@@ -77,10 +80,11 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.models_per_program = 0  # 0 -> as many as fit in device memory; the rest run in later chunks
     c.data_loop = "auto"  # auto (device on accelerators, host on CPU) | host | device (see echo_jax.device_loop)
     c.steps_per_call = 100  # device loop: updates per dispatch (a dispatch also ends at each log/checkpoint/epoch)
+    c.tensorboard = False  # also write the logged metrics as TensorBoard event files (needs echo-jax[tensorboard])
 
     if quick:
         c.dataset = "mnist_sample"
-        c.network = "mlp"
+        c.model.network = "mlp"
         c.num_epochs = 5
         c.eval_every_epochs = 5
         c.iwae_samples = 10
@@ -101,8 +105,8 @@ def disentanglement_config(quick: bool = False) -> ml_collections.ConfigDict:
     c = rate_distortion_config()
     c.experiment = "disentanglement"
     c.dataset = "dsprites"  # or dsprites_correlated (train: kept combinations, test: removed ones)
-    c.network = "dsprites"
-    c.latent_dim = 10
+    c.model.network = "dsprites"
+    c.model.latent_dim = 10
     c.batch_size = 64
     c.num_epochs = 26
     c.learning_rate = 1e-4
@@ -130,6 +134,42 @@ def disentanglement_config(quick: bool = False) -> ml_collections.ConfigDict:
         c.factor_vae_eval = 1_000
         c.factor_vae_variance_points = 5_000
     return c
+
+
+def flat_fields(config) -> dict:
+    """A config's fields as one flat dict: leaf names (nesting dropped), unset values (None, "", 0, False) left
+    out, numbers as floats and sequences as lists. Two configs that compute the same thing - whether a field
+    sits in a group or at the top level (echo-jax 0.1 had no ``model`` group), whether "unset" is written as a
+    placeholder or as 0 - have the same flat fields.
+
+    Args:
+      config: a ConfigDict or the dict of a config.json.
+    """
+    flat = {}
+
+    def visit(node):
+        for name, value in node.items():
+            if isinstance(value, (dict, ml_collections.ConfigDict)):
+                visit(value)
+                continue
+            if name in flat:
+                raise ValueError(f"config field name {name!r} appears twice; flat_fields needs unique leaf names")
+            if value is None or value == "" or (not isinstance(value, str) and value == 0):
+                continue
+            flat[name] = _canonical(value)
+
+    visit(config)
+    return flat
+
+
+def _canonical(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def variant(arg: str | None) -> bool:
@@ -183,7 +223,7 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
         group("D", [(m, f"disentanglement/{config}.py{arg}", {"dataset": d, **extra})
                     for d in ("dsprites", "dsprites_correlated")
                     for m, config, extra in (("echo", "echo", {}), ("vae", "vae", {}),
-                                             ("echo_tc10", "echo", {"tc_weight": 10.0}))],
+                                             ("echo_tc10", "echo", {"model": {"tc_weight": 10.0}}))],
               betas=(1,), seeds=seeds, overrides=dsprites_overrides,
               description="dSprites and correlated dSprites at beta = 1, with and without a TC penalty"),
     )

@@ -54,6 +54,17 @@ def heldout_sampler(dataset: ArrayDataset) -> Callable[[np.random.Generator, int
     return lambda rng, n: classes[rng.integers(len(classes), size=n)]
 
 
+def evaluators(config) -> dict[str, Callable]:
+    """The final evaluations a config's experiment asks for, for `echo_jax.train.train_and_evaluate`:
+    ``{"disentanglement": (model, params, test_set) -> scores}`` for a disentanglement config (the held-out
+    MIG on correlated dSprites' test split, whose factor combinations training never saw), else none."""
+    if config.experiment != "disentanglement":
+        return {}
+    correlated = config.dataset == "dsprites_correlated"
+    return {"disentanglement": lambda model, params, test_set: evaluate_model(
+        model, params, config, test_set if correlated else None)}
+
+
 def evaluate_model(model: Autoencoder, params, config, heldout: ArrayDataset | None = None) -> dict:
     """MIG and FactorVAE score of one model (and held-out MIG where given).
 

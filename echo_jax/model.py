@@ -11,24 +11,53 @@ Rate estimators (per example, nats):
 | iaf      | maf          | log q(z|x) - log m(z)        (one sample)               |
 | iaf      | vamp         | log q(z0|x) - log m(z0), in the flow's base space       |
 
-Distortion is the Bernoulli negative log-likelihood summed over pixels. The MMD (InfoVAE) penalty is a
-separate term; loss = distortion + beta * rate + mmd_weight * mmd.
+`Autoencoder.rate` reads like this table. Distortion is the Bernoulli negative log-likelihood summed over
+pixels. The model returns its terms in a typed `ModelOutput`; `loss` combines them:
+loss = distortion + beta * rate (+ mmd_weight * mmd + tc_weight * tc).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from echo_jax import encoders, marginals, networks
+from echo_jax import heads, marginals, networks
 from echo_jax.validation import check_encoder_marginal
 
+@flax.struct.dataclass
+class ModelOutput:
+    """What the autoencoder computes for a batch; fields the configuration has no use for are None.
+
+    Attributes:
+      distortion: (B,) -log p(x | z), the Bernoulli negative log-likelihood summed over pixels.
+      rate: (B,) the rate estimate of the table above.
+      log_q: (B,) log q(z | x) of the sample (Gaussian and IAF encoders; in the flow's base space with vamp).
+      log_p: (B,) log m(z) of the same sample under the marginal.
+      mmd: () the MMD penalty (InfoVAE), when ``mmd_weight > 0``.
+      tc: () the density-ratio estimate of the total correlation of z, when ``tc_weight > 0``.
+      discriminator_loss: () the TC discriminator's own loss, when ``tc_weight > 0``.
+    """
+
+    distortion: jax.Array
+    rate: jax.Array
+    log_q: jax.Array | None = None
+    log_p: jax.Array | None = None
+    mmd: jax.Array | None = None
+    tc: jax.Array | None = None
+    discriminator_loss: jax.Array | None = None
+
+    @property
+    def log_p_x_given_z(self) -> jax.Array:
+        return -self.distortion
+
+
 class Autoencoder(nn.Module):
-    """An autoencoder whose loss terms are returned by name.
+    """Trunk + stochastic head + marginal + decoder; ``config.model`` holds exactly these attributes.
 
     Attributes:
       image_shape: (H, W, C) of the data.
@@ -37,13 +66,15 @@ class Autoencoder(nn.Module):
       marginal: ``"none"`` (Echo), ``"std_normal"``, ``"maf"`` or ``"vamp"``.
       latent_dim: D.
       mlp_hidden: hidden sizes of the MLP network.
-      echo_activation, echo_fx_bound, echo_clip, echo_order: see `encoders.EchoHead`.
+      echo_activation, echo_fx_bound, echo_clip, echo_order: see `heads.EchoHead` (echo_clip None:
+        solved from the batch size).
       flow_steps, flow_hidden, flow_affine: the IAF posterior and the MAF marginal.
       vamp_components: K pseudo-inputs of the VampPrior.
       vamp_as_coded: the original's mean of component log-densities instead of the log-mixture.
+      mmd_weight: weight of the MMD (InfoVAE) penalty, not multiplied by beta; 0 computes no MMD.
       mmd_bandwidth: kernel bandwidth of the MMD penalty; None uses sqrt(D^2 / 2).
-      with_mmd: compute the MMD penalty term.
-      with_discriminator: add a FactorVAE total-correlation discriminator (Kim & Mnih 2018) and its terms.
+      tc_weight: weight of the total-correlation penalty; > 0 adds a FactorVAE discriminator (Kim & Mnih
+        2018) and its terms.
     """
 
     image_shape: Sequence[int]
@@ -61,9 +92,9 @@ class Autoencoder(nn.Module):
     flow_affine: bool = False
     vamp_components: int = 750
     vamp_as_coded: bool = False
+    mmd_weight: float = 0.0
     mmd_bandwidth: float | None = None
-    with_mmd: bool = False
-    with_discriminator: bool = False
+    tc_weight: float = 0.0
 
     def setup(self):
         check_encoder_marginal(self.encoder, self.marginal)
@@ -73,16 +104,16 @@ class Autoencoder(nn.Module):
         else:
             self.trunk, self.decoder = networks.make_trunks(self.network, tuple(self.image_shape))
         if self.encoder == "echo":
-            self.head = encoders.EchoHead(
+            self.head = heads.EchoHead(
                 self.latent_dim, self.echo_activation, self.echo_fx_bound, self.echo_clip, self.echo_order
             )
         elif self.encoder == "gaussian":
-            self.head = encoders.GaussianHead(self.latent_dim)
+            self.head = heads.GaussianHead(self.latent_dim)
         else:
-            self.head = encoders.IAFHead(self.latent_dim, self.flow_steps, tuple(self.flow_hidden), self.flow_affine)
+            self.head = heads.IAFHead(self.latent_dim, self.flow_steps, tuple(self.flow_hidden), self.flow_affine)
         if self.marginal == "maf":
             self.maf = marginals.MAFMarginal(self.flow_steps, tuple(self.flow_hidden), self.flow_affine)
-        if self.with_discriminator:
+        if self.tc_weight > 0:
             self.discriminator = TCDiscriminator()
         if self.marginal == "vamp":
             # Filled with the training-data mean image by `init_vamp_pseudo_inputs`.
@@ -90,7 +121,7 @@ class Autoencoder(nn.Module):
                 "pseudo_inputs", nn.initializers.constant(0.5), (self.vamp_components, *self.image_shape)
             )
 
-    def encode(self, x: jax.Array) -> encoders.HeadOutput:
+    def encode(self, x: jax.Array) -> heads.HeadOutput:
         """The head's output for images x (B, H, W, C); z is a sample."""
         return self.head(self.trunk(x))
 
@@ -98,7 +129,8 @@ class Autoencoder(nn.Module):
         """Bernoulli logits (B, H, W, C) for codes z (B, D)."""
         return self.decoder(z)
 
-    def _log_marginal(self, z: jax.Array) -> jax.Array:
+    def log_marginal(self, z: jax.Array) -> jax.Array:
+        """log m(z) (B,) under the configured marginal (not defined for Echo, whose marginal is implicit)."""
         if self.marginal == "std_normal":
             return marginals.std_normal_log_prob(z)
         if self.marginal == "maf":
@@ -107,39 +139,37 @@ class Autoencoder(nn.Module):
         means, log_vars = self.head.posterior_params(self.trunk(self.pseudo_inputs))
         return marginals.vamp_log_prob(z, means, log_vars, as_coded=self.vamp_as_coded)
 
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
-        """Per-example loss terms (nats) for a batch x (B, H, W, C).
+    def rate(self, head: heads.HeadOutput) -> tuple[jax.Array, jax.Array | None, jax.Array | None]:
+        """The rate of each example (the module docstring's table), with the sample's log q and log m
+        (None for Echo).
 
         Returns:
-          ``distortion`` (B,), ``rate`` (B,), ``log_p_x_given_z`` (B,), and for the Gaussian and IAF
-          encoders ``log_q`` and ``log_p`` (B,) of the sample (for importance weighting); ``mmd`` () when
-          `with_mmd`; ``tc`` and ``discriminator_loss`` () when `with_discriminator`.
+          (rate, log_q, log_p), each (B,).
         """
+        if self.encoder == "echo":
+            return head.rate, None, None  # exact
+        if self.encoder == "iaf" and self.marginal == "vamp":
+            log_q, log_p = head.log_q_base, self.log_marginal(head.z0)  # the flow's base space
+        else:
+            log_q, log_p = head.log_q, self.log_marginal(head.z)
+        if self.encoder == "gaussian" and self.marginal == "std_normal":
+            return marginals.gaussian_kl_to_std_normal(head.mean, head.log_var), log_q, log_p  # analytic
+        if self.encoder == "gaussian":
+            return -marginals.gaussian_entropy(head.log_var) - log_p, log_q, log_p
+        return log_q - log_p, log_q, log_p  # one sample
+
+    def __call__(self, x: jax.Array) -> ModelOutput:
+        """The loss terms (nats) of a batch x (B, H, W, C); see `ModelOutput`."""
         head = self.encode(x)
         logits = self.decode(head.z)
-        distortion = jnp.sum(
-            optax.sigmoid_binary_cross_entropy(logits, x).reshape(x.shape[0], -1), axis=-1
-        )
-        terms = {"distortion": distortion, "log_p_x_given_z": -distortion}
-        if self.encoder == "echo":
-            terms["rate"] = head.rate
-        else:
-            if self.encoder == "iaf" and self.marginal == "vamp":
-                log_q, log_p = head.log_q_base, self._log_marginal(head.z0)  # compared in base space
-            else:
-                log_q, log_p = head.log_q, self._log_marginal(head.z)
-            terms["log_q"], terms["log_p"] = log_q, log_p
-            if self.encoder == "gaussian" and self.marginal == "std_normal":
-                terms["rate"] = marginals.gaussian_kl_to_std_normal(head.mean, head.log_var)
-            elif self.encoder == "gaussian":
-                terms["rate"] = -marginals.gaussian_entropy(head.log_var) - log_p
-            else:
-                terms["rate"] = log_q - log_p
-        if self.with_mmd:
-            terms["mmd"] = marginals.mmd(self.make_rng("noise"), head.z, bandwidth=self.mmd_bandwidth)
-        if self.with_discriminator:
-            terms.update(self._total_correlation_terms(head.z))
-        return terms
+        distortion = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x).reshape(x.shape[0], -1), axis=-1)
+        rate, log_q, log_p = self.rate(head)
+        output = ModelOutput(distortion=distortion, rate=rate, log_q=log_q, log_p=log_p)
+        if self.mmd_weight > 0:
+            output = output.replace(mmd=marginals.mmd(self.make_rng("noise"), head.z, bandwidth=self.mmd_bandwidth))
+        if self.tc_weight > 0:
+            output = output.replace(**self._total_correlation_terms(head.z))
+        return output
 
     def _total_correlation_terms(self, z: jax.Array) -> dict[str, jax.Array]:
         # The density-ratio estimate of TC(z) = KL(q(z) || prod_j q(z_j)) reaches the encoder; the
@@ -168,8 +198,8 @@ class TCDiscriminator(nn.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         h = z
         for size in self.hidden_sizes:
-            h = nn.leaky_relu(nn.Dense(size, **encoders.dense_init)(h), negative_slope=0.2)
-        return nn.Dense(2, **encoders.dense_init)(h)
+            h = nn.leaky_relu(nn.Dense(size, **heads.dense_init)(h), negative_slope=0.2)
+        return nn.Dense(2, **heads.dense_init)(h)
 
 
 def init_vamp_pseudo_inputs(params: dict, mean_image: jax.Array) -> dict:
@@ -180,26 +210,21 @@ def init_vamp_pseudo_inputs(params: dict, mean_image: jax.Array) -> dict:
     return {**params, "pseudo_inputs": pseudo}
 
 
-def loss_from_terms(
-    terms: dict[str, jax.Array], beta: jax.Array, *, mmd_weight: float = 0.0, tc_weight: float = 0.0
-):
+def loss(output: ModelOutput, beta: jax.Array, *, mmd_weight: float = 0.0, tc_weight: float = 0.0):
     """Batch-mean loss = distortion + beta * rate (+ mmd_weight * mmd + tc_weight * tc).
 
     Returns:
       The loss, and the batch-mean terms by name (``rate``, ``distortion``, ``neg_elbo``, ``loss`` and
       any penalty). The discriminator's own loss is reported but not part of ``loss``.
     """
-    means = {
-        "rate": jnp.mean(terms["rate"]),
-        "distortion": jnp.mean(terms["distortion"]),
-    }
+    means = {"rate": jnp.mean(output.rate), "distortion": jnp.mean(output.distortion)}
     means["neg_elbo"] = means["rate"] + means["distortion"]
-    loss = means["distortion"] + beta * means["rate"]
-    if "mmd" in terms:
-        means["mmd"] = terms["mmd"]
-        loss = loss + mmd_weight * terms["mmd"]
-    if "tc" in terms:
-        means["tc"], means["discriminator_loss"] = terms["tc"], terms["discriminator_loss"]
-        loss = loss + tc_weight * terms["tc"]
-    means["loss"] = loss
-    return loss, means
+    total = means["distortion"] + beta * means["rate"]
+    if output.mmd is not None:
+        means["mmd"] = output.mmd
+        total = total + mmd_weight * output.mmd
+    if output.tc is not None:
+        means["tc"], means["discriminator_loss"] = output.tc, output.discriminator_loss
+        total = total + tc_weight * output.tc
+    means["loss"] = total
+    return total, means

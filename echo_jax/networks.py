@@ -3,7 +3,7 @@
 Every trunk maps images to features (encoders) or latents to Bernoulli logits (decoders); the
 stochastic heads that turn features into a latent live elsewhere. Initialisation follows Keras, as in
 the original code: glorot-uniform kernels and zero biases (`keras_init`, defined here once and used by
-the heads in `echo_jax.encoders` too).
+the heads in `echo_jax.heads` too).
 
 The convolutions go through `Conv` and `ConvTranspose`, which hold exactly the parameters of
 `flax.linen.Conv` / `flax.linen.ConvTranspose` and compute the same functions, in a form chosen per

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -127,7 +127,7 @@ def resolve_strategy(strategy: str) -> str:
     return "sequential" if single_cpu else "vmap"
 
 
-def to_host(tree):
+def to_host(tree: Any) -> Any:
     """Numpy copies of (possibly sharded, possibly multi-process) arrays, on every process."""
     if jax.process_count() > 1:
         return multihost_utils.process_allgather(tree, tiled=True)
@@ -262,7 +262,7 @@ class Population:
             return _stack(self._metrics)
         return _take(self._metrics, slice(0, self.num_models))
 
-    def evaluate(self, eval_step: Callable, batch: jax.Array, key: jax.Array):
+    def evaluate(self, eval_step: Callable, batch: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
         """``eval_step(params, batch, key, beta)`` for every model, stacked on the model axis."""
         jitted = self._jitted_eval(eval_step)
         if self.strategy == "sequential":
@@ -279,7 +279,7 @@ class Population:
                                            out_shardings=self._models, compiler_options=cpu_compiler_options())
         return cache[eval_step]
 
-    def stacked_states(self):
+    def stacked_states(self) -> Any:
         """All models' states stacked on a leading axis of length `num_models`."""
         if self.strategy == "sequential":
             return _stack(self._states)

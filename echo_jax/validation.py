@@ -26,6 +26,9 @@ SWEEP_STRATEGIES = ("auto", "vmap", "sequential")
 DATA_LOOPS = ("auto", "host", "device")
 REPRESENTATIONS = ("sample", "mean")
 DSPRITES = ("dsprites", "dsprites_correlated")
+_MODEL_FIELDS = ("network", "mlp_hidden", "latent_dim", "encoder", "marginal", "echo_activation", "echo_fx_bound",
+                 "echo_clip", "echo_order", "flow_steps", "flow_hidden", "flow_affine", "vamp_components",
+                 "vamp_as_coded", "mmd_weight", "mmd_bandwidth", "tc_weight")
 # The networks built for one image size: the paper's conv trunk for 28x28, disentanglement_lib's for 64x64.
 NETWORK_IMAGE_SIZE = {"conv": 28, "dsprites": 64}
 
@@ -36,11 +39,11 @@ def image_size(dataset: str) -> int:
 
 def check_encoder_marginal(encoder: str, marginal: str) -> None:
     """Raises ConfigError for an unknown or inconsistent encoder/marginal pair."""
-    _choice("encoder", encoder, ENCODERS)
-    _choice("marginal", marginal, MARGINALS)
+    _choice("model.encoder", encoder, ENCODERS)
+    _choice("model.marginal", marginal, MARGINALS)
     if (encoder == "echo") != (marginal == "none"):
         raise ConfigError(
-            f"config.encoder = {encoder!r} with config.marginal = {marginal!r}: Echo's rate is exact and uses "
+            f"config.model.encoder = {encoder!r} with config.model.marginal = {marginal!r}: Echo's rate is exact and uses "
             "marginal='none'; the gaussian and iaf encoders need a marginal (std_normal, maf or vamp)"
         )
 
@@ -65,29 +68,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for name in ("num_train_examples", "num_test_examples"):
         _integer(name, get(name), minimum=0, fix="0 means the whole split")
 
-    _choice("network", config.network, NETWORKS)
-    needed = NETWORK_IMAGE_SIZE.get(config.network)
-    if needed and needed != image_size(config.dataset):
-        raise ConfigError(
-            f"config.network = {config.network!r} is built for {needed}x{needed} images but dataset "
-            f"{config.dataset!r} has {image_size(config.dataset)}x{image_size(config.dataset)}; use network "
-            f"{'dsprites' if image_size(config.dataset) == 64 else 'conv'} or mlp"
-        )
-    _sizes("mlp_hidden", config.mlp_hidden)
-    _integer("latent_dim", config.latent_dim, minimum=1)
-    check_encoder_marginal(config.encoder, config.marginal)
-    _choice("echo_activation", config.echo_activation, ECHO_ACTIVATIONS)
-    _number("echo_fx_bound", config.echo_fx_bound, above=0)
-    clip = config.echo_clip
-    if clip is not None and clip != 0 and not (_finite(clip) and 0 < clip < 1):
-        raise ConfigError(f"config.echo_clip = {clip!r}: the noise scale's bound must lie in (0, 1); use 0 to "
-                          "solve it from the batch size")
-    _choice("echo_order", config.echo_order, ECHO_ORDERS)
-    _integer("flow_steps", config.flow_steps, minimum=1)
-    _sizes("flow_hidden", config.flow_hidden)
-    _integer("vamp_components", config.vamp_components, minimum=1)
-    for name in ("mmd_weight", "mmd_bandwidth", "tc_weight"):
-        _number(name, get(name), minimum=0)
+    if "model" not in config:
+        moved = sorted(set(config.keys()) & set(_MODEL_FIELDS))
+        raise ConfigError("the config has no model group" + (f" (it sets {', '.join(moved)} at the top level)" if moved
+                          else "") + ": the Autoencoder's fields live in config.model (e.g. config.model.encoder); "
+                          "start the config from echo_jax.defaults")
+    misplaced = sorted(set(config.keys()) & set(_MODEL_FIELDS))
+    if misplaced:
+        raise ConfigError(f"config.{misplaced[0]} is a field of the model: set config.model.{misplaced[0]} instead "
+                          "(the Autoencoder's fields live in config.model)")
+    _validate_model(config.model, config.dataset)
     _number("discriminator_learning_rate", config.discriminator_learning_rate, above=0)
 
     try:
@@ -121,6 +111,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("models_per_program", config.models_per_program, minimum=0, fix="0 fits as many as memory allows")
     _choice("data_loop", get("data_loop", "auto"), DATA_LOOPS)
     _integer("steps_per_call", get("steps_per_call", 100), minimum=1)
+    if not isinstance(get("tensorboard", False), bool):
+        raise ConfigError(f"config.tensorboard = {config.tensorboard!r}: must be True or False")
+    if get("tensorboard"):
+        from echo_jax import logs
+
+        logs.require_tensorboardx()
 
     if config.experiment == "disentanglement":
         if config.dataset not in DSPRITES:
@@ -129,6 +125,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _choice("representation", config.representation, REPRESENTATIONS)
         for name in ("mig_points", "factor_vae_train", "factor_vae_eval", "factor_vae_variance_points"):
             _integer(name, get(name), minimum=1)
+
+
+def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
+    """The fields of ``config.model`` (what `echo_jax.model.Autoencoder` takes)."""
+    _choice("model.network", model.network, NETWORKS)
+    needed = NETWORK_IMAGE_SIZE.get(model.network)
+    if needed and needed != image_size(dataset):
+        raise ConfigError(
+            f"config.model.network = {model.network!r} is built for {needed}x{needed} images but dataset "
+            f"{dataset!r} has {image_size(dataset)}x{image_size(dataset)}; use network "
+            f"{'dsprites' if image_size(dataset) == 64 else 'conv'} or mlp"
+        )
+    _sizes("model.mlp_hidden", model.mlp_hidden)
+    _integer("model.latent_dim", model.latent_dim, minimum=1)
+    check_encoder_marginal(model.encoder, model.marginal)
+    _choice("model.echo_activation", model.echo_activation, ECHO_ACTIVATIONS)
+    _number("model.echo_fx_bound", model.echo_fx_bound, above=0)
+    clip = model.echo_clip
+    if clip is not None and not (_finite(clip) and 0 < clip < 1):
+        raise ConfigError(f"config.model.echo_clip = {clip!r}: the noise scale's bound must lie in (0, 1); leave "
+                          "it unset to solve it from the batch size")
+    _choice("model.echo_order", model.echo_order, ECHO_ORDERS)
+    _integer("model.flow_steps", model.flow_steps, minimum=1)
+    _sizes("model.flow_hidden", model.flow_hidden)
+    _integer("model.vamp_components", model.vamp_components, minimum=1)
+    for name in ("mmd_weight", "tc_weight"):
+        _number(f"model.{name}", model.get(name), minimum=0, fix="0 turns the penalty off")
+    if model.mmd_bandwidth is not None:
+        _number("model.mmd_bandwidth", model.mmd_bandwidth, above=0, fix="leave it unset for sqrt(D^2 / 2)")
+    unknown = set(model.keys()) - set(_MODEL_FIELDS)
+    if unknown:
+        raise ConfigError(f"config.model.{sorted(unknown)[0]} is not a field of the Autoencoder; remove it "
+                          f"(the fields: {', '.join(_MODEL_FIELDS)})")
 
 
 def _choice(name: str, value: Any, choices: tuple) -> None:

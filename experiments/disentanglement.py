@@ -2,7 +2,7 @@
 
     python -m experiments.disentanglement --config configs/disentanglement/echo.py --workdir runs/dis_echo
     python -m experiments.disentanglement --config configs/disentanglement/vae.py:quick --workdir runs/q \\
-        --config.dataset=dsprites_correlated --config.betas=1,4 --config.tc_weight=10
+        --config.dataset=dsprites_correlated --config.betas=1,4 --config.model.tc_weight=10
 
 Same flags and work-directory layout as experiments.rate_distortion; results.json gains a
 "disentanglement" entry per model.

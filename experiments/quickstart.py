@@ -25,7 +25,7 @@ def main(argv):
     rows = []
     for name, encoder, marginal in [("echo", "echo", "none"), ("vae", "gaussian", "std_normal")]:
         config = defaults.rate_distortion_config(quick=True)
-        config.encoder, config.marginal = encoder, marginal
+        config.model.encoder, config.model.marginal = encoder, marginal
         config.betas, config.num_epochs, config.eval_every_epochs = _BETAS.value, _EPOCHS.value, _EPOCHS.value
         rows += train.train_and_evaluate(config, os.path.join(_WORKDIR.value, name))["results"]
     note = budget_note(_EPOCHS.value)

@@ -5,7 +5,7 @@
         --config.betas=0.3,1,3
 
 Any config field can be overridden with --config.FIELD=VALUE. The work directory receives config.json,
-metrics.jsonl, checkpoint.msgpack and results.json; a sweep also gets its plots and table (see
+metrics.jsonl, checkpoints/ and results.json (see echo_jax.workdir); a sweep also gets its plots and table (see
 experiments/report.py). Rerunning on an unfinished work directory resumes it. A bad flag or config value
 ends with one line, `error: ...`, and exit status 1 (ECHO_JAX_TRACEBACK=1 shows the traceback).
 """
@@ -24,9 +24,10 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
     validation.validate_config(_CONFIG.value)  # before importing the model: a bad config fails at once
-    from echo_jax import report, train
+    from echo_jax import disentanglement, report, train
 
-    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    results = train.train_and_evaluate(config, _WORKDIR.value, evaluators=disentanglement.evaluators(config))
     print(report.write_report(_WORKDIR.value, results))
 
 

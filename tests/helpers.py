@@ -11,13 +11,14 @@ def load_config(path, arg=None):
 
 
 def tiny(config, **overrides):
-    """The same experiment at test size: 64 bundled digits, batch 16, narrow networks."""
+    """The same experiment at test size: 64 bundled digits, batch 16, narrow networks. An override named
+    after a field of config.model sets that field (``encoder="gaussian"`` sets config.model.encoder)."""
     config.dataset = "mnist_sample"
-    config.network = "mlp"
-    config.mlp_hidden = (32,)
-    config.latent_dim = 4
-    config.flow_hidden = (8,)
-    config.vamp_components = 3
+    config.model.network = "mlp"
+    config.model.mlp_hidden = (32,)
+    config.model.latent_dim = 4
+    config.model.flow_hidden = (8,)
+    config.model.vamp_components = 3
     config.num_train_examples = 64
     config.num_test_examples = 32
     config.batch_size = 16
@@ -25,7 +26,7 @@ def tiny(config, **overrides):
     config.iwae_samples = 3
     config.log_every_steps = 2
     for key, value in overrides.items():
-        config[key] = value
+        (config.model if key in config.model else config)[key] = value
     return config
 
 

@@ -1,5 +1,6 @@
 """Campaigns on tiny configs: run keys, planning, what is missing, resume, the time budget, the CLI."""
 
+import glob
 import json
 import os
 import socket
@@ -21,9 +22,9 @@ from echo_jax.campaign import group
 def get_config():
     c = ml_collections.ConfigDict()
     c.name = "tiny"
-    c.overrides = dict(num_train_examples=64, num_test_examples=32, batch_size=16, mlp_hidden=(16,),
-                       latent_dim=4, num_epochs=2, eval_every_epochs=1, log_every_steps=2, iwae_samples=3,
-                       learning_rate={lr})
+    c.overrides = {{"num_train_examples": 64, "num_test_examples": 32, "batch_size": 16, "num_epochs": 2,
+                    "model": {{"mlp_hidden": (16,), "latent_dim": 4}}, "eval_every_epochs": 1,
+                    "log_every_steps": 2, "iwae_samples": 3, "learning_rate": {lr}}}
     c.groups = (
         group("A", [("echo", "{rd}/echo.py:quick"), ("vae", "{rd}/vae.py:quick")], betas=(1, 2), seeds=(0, 1)),
         group("B", [("vae", "{rd}/vae.py:quick")], betas=(1,), seeds=(0,)),
@@ -65,9 +66,9 @@ def test_run_key_follows_what_the_config_computes():
     same = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1, 0)
     assert campaign.run_key(same) == key  # 1 and 1.0 are the same beta
     for name, value in [("learning_rate", 3e-4), ("beta", 2.0), ("seed", 1), ("dataset", "mnist"),
-                        ("data_seed", 5), ("mlp_hidden", (500,))]:
+                        ("data_seed", 5), ("model", {"mlp_hidden": (500,)})]:
         changed = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
-        changed[name] = value
+        campaign._override(changed, {name: value})
         assert campaign.run_key(changed) != key, name
     for name, value in [("log_every_steps", 7), ("data_dir", "/elsewhere"), ("sweep_strategy", "vmap"),
                         ("checkpoint_every_steps", 9), ("models_per_program", 2)]:
@@ -76,17 +77,24 @@ def test_run_key_follows_what_the_config_computes():
         assert campaign.run_key(changed) == key, name
 
 
-def test_run_key_survives_moving_fields_into_a_model_dict_and_placeholders():
-    flat = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
-    nested = ml_collections.ConfigDict(flat.to_dict())
-    model_fields = ("network", "encoder", "marginal", "latent_dim", "mlp_hidden", "echo_clip", "mmd_bandwidth")
-    nested.model = {name: nested[name] for name in model_fields}
-    for name in model_fields:
-        del nested[name]
-    nested.model.echo_clip = None  # "unset" as a placeholder instead of 0
-    nested.model.mmd_bandwidth = None
-    nested.binarize = None
-    assert campaign.run_key(nested) == campaign.run_key(flat)
+def test_run_key_is_the_same_for_a_flat_v01_config():
+    # echo-jax 0.1 kept the model's fields at the top level and wrote "unset" as 0 or "": its runs keep their keys.
+    nested = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
+    flat = ml_collections.ConfigDict({k: v for k, v in nested.to_dict().items() if k != "model"})
+    for name, value in nested.model.items():
+        flat[name] = 0.0 if value is None else value
+    flat.binarize = ""
+    assert campaign.run_key(flat) == campaign.run_key(nested)
+
+
+def test_committed_results_keep_their_keys():
+    # The committed paper_mlp runs (trained by echo-jax 0.1's flat configs) are found by today's plan.
+    committed = glob.glob(os.path.join(REPO, "results", "paper_mlp", "*", "*", "*", "results.json"))
+    assert committed
+    paper_mlp = load(os.path.join(REPO, "configs", "campaigns", "paper_mlp.py"))
+    planned = {run.key for run in campaign.plan(paper_mlp, os.path.join(REPO, "configs"))}
+    keys = {os.path.basename(os.path.dirname(path)).rsplit("_", 1)[1] for path in committed}
+    assert keys <= planned
 
 
 def test_run_key_resolves_the_data_seed():
@@ -190,7 +198,7 @@ def test_time_budget_stops_cleanly_and_the_next_call_resumes(tmp_path):
     assert not complete and any("time budget spent" in l for l in lines)
     assert finished(tmp_path) == {}
     (workdir,) = (tmp_path / "work" / "tiny").iterdir()
-    assert (workdir / "checkpoint.msgpack").exists() and not (workdir / "results.json").exists()
+    assert (workdir / "checkpoints").is_dir() and not (workdir / "results.json").exists()
     assert any("stopped at step 3 of 8" in l for l in lines) and any("pending: vae" in l for l in lines)
 
     complete, lines = run(path, tmp_path, groups=["B"])
@@ -228,12 +236,12 @@ def test_the_paper_campaigns_plan_every_group():
         by_group = {g: [r for r in runs if g in r.groups] for g in "ABCD"}
         assert [len(v) for v in by_group.values()] == [30, 33, 36, 18]
         assert len(runs) == 30 + 33 - 6 + 36 + 18  # B's echo and vae at beta 1 are A's
-        assert {r.config.network for r in runs if "D" not in r.groups} == {network}
+        assert {r.config.model.network for r in runs if "D" not in r.groups} == {network}
         assert {r.config.dataset for r in by_group["C"]} == {"omniglot", "fashion_mnist"}
         assert all(r.config.num_train_steps >= 30_000 or r.config.num_epochs >= 26 for r in by_group["D"])
-        assert any(r.config.tc_weight > 0 for r in by_group["D"])
+        assert any(r.config.model.tc_weight > 0 for r in by_group["D"])
     mlp = campaign.plan(load(os.path.join(REPO, "configs", "campaigns", "paper_mlp.py")), os.path.join(REPO, "configs"))
-    assert {(r.config.num_epochs, r.config.batch_size, r.config.latent_dim, tuple(r.config.mlp_hidden))
+    assert {(r.config.num_epochs, r.config.batch_size, r.config.model.latent_dim, tuple(r.config.model.mlp_hidden))
             for r in mlp if "D" not in r.groups} == {(100, 100, 32, (500, 500))}
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import defaults, device_loop, sweep, train
+from echo_jax import defaults, device_loop, steps, sweep, train, workdir
 from echo_jax.data.datasets import ArrayDataset
 from tests.helpers import run_on_cpu_devices, tiny
 
@@ -21,12 +21,12 @@ def _dataset(images, binarize="none"):
 
 def _population(strategy, num_models=2, batch_size=16):
     config = tiny(defaults.rate_distortion_config(True), batch_size=batch_size)
-    model = train.make_model(config, (28, 28, 1))
-    optimizer = train.make_optimizer(config, 8)
+    model = steps.make_model(config, (28, 28, 1))
+    optimizer = steps.make_optimizer(config, 8)
     sample = jnp.zeros((batch_size, 28, 28, 1))
-    init = jax.vmap(lambda k: train.create_train_state(model, optimizer, k, sample, sample[0]))
+    init = jax.vmap(lambda k: steps.create_train_state(model, optimizer, k, sample, sample[0]))
     keys = jnp.stack([jax.random.PRNGKey(m) for m in range(num_models)])
-    return sweep.Population(train.make_train_step(model, optimizer), init, keys,
+    return sweep.Population(steps.make_train_step(model, optimizer), init, keys,
                             jnp.linspace(0.5, 2.0, num_models), strategy=strategy)
 
 
@@ -112,9 +112,9 @@ def test_a_layout_written_before_the_device_loop_resumes_with_the_host_loop(tmp_
     runs = [[1.0, 0]]
     (tmp_path / "layout.json").write_text(json.dumps({"runs": runs, "chunk_size": 1}))
     never = lambda *_: pytest.fail("a recorded layout is not decided again")
-    assert train.run_layout(str(tmp_path), runs, never, never) == (1, "host")
+    assert workdir.layout(str(tmp_path), runs, never, never) == (1, "host")
     os.makedirs(tmp_path / "new")
-    assert train.run_layout(str(tmp_path / "new"), runs, lambda loop: 3, lambda: "device") == (3, "device")
+    assert workdir.layout(str(tmp_path / "new"), runs, lambda loop: 3, lambda: "device") == (3, "device")
     assert json.loads((tmp_path / "new" / "layout.json").read_text())["data_loop"] == "device"
 
 

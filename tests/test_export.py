@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import pytest
 from jax import export
 
-from echo_jax import defaults, networks, train
+from echo_jax import defaults, networks, steps
 from tests.helpers import run_on_cpu_devices, tiny
 
 ACCELERATORS = ("cuda", "tpu")
@@ -54,16 +54,15 @@ def sweep_steps(network: str, head: str, *, num_models: int = NUM_MODELS, mesh=N
     base = defaults.disentanglement_config(True) if network == "dsprites" else defaults.rate_distortion_config(True)
     config = tiny(base, network=network, batch_size=BATCH, **HEADS[head], **overrides)
     shape = image_shape_of(network)
-    model = train.make_model(config, shape)
-    optimizer = train.make_optimizer(config, 4)
-    weights = dict(mmd_weight=config.mmd_weight, tc_weight=config.tc_weight)
+    model = steps.make_model(config, shape)
+    optimizer = steps.make_optimizer(config, 4)
     sample = jnp.zeros((BATCH, *shape))
-    init = jax.vmap(lambda key: train.create_train_state(model, optimizer, key, sample, sample[0]))
+    init = jax.vmap(lambda key: steps.create_train_state(model, optimizer, key, sample, sample[0]))
     states = jax.eval_shape(init, jax.ShapeDtypeStruct((num_models, 2), jnp.uint32))
     # The final evaluation's step: with the IWAE bound where the head has a density.
-    iwae_samples = config.iwae_samples if config.encoder != "echo" else 0
-    train_step = jax.vmap(train.make_train_step(model, optimizer, **weights), in_axes=(0, None, 0))
-    eval_step = jax.vmap(train.make_eval_step(model, **weights, iwae_samples=iwae_samples), in_axes=(0, None, None, 0))
+    iwae_samples = config.iwae_samples if config.model.encoder != "echo" else 0
+    train_step = jax.vmap(steps.make_train_step(model, optimizer), in_axes=(0, None, 0))
+    eval_step = jax.vmap(steps.make_eval_step(model, iwae_samples=iwae_samples), in_axes=(0, None, None, 0))
     batch = jax.ShapeDtypeStruct((BATCH, *shape), jnp.float32)
     betas = jax.ShapeDtypeStruct((num_models,), jnp.float32)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from echo_jax import train
+from echo_jax import disentanglement, train
 from tests.helpers import load_config, tiny
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -37,11 +37,11 @@ def pinned_run(name: str, workdir: str) -> dict:
     if name.startswith("disentanglement"):
         config = tiny(load_config(path, "quick"), num_train_steps=6, iwae_samples=0, mig_points=64,
                       factor_vae_train=64, factor_vae_eval=32, factor_vae_variance_points=64)
-        config.dataset, config.network = "dsprites", "dsprites"
+        config.dataset, config.model.network = "dsprites", "dsprites"
         config.num_train_examples, config.num_test_examples = 64, 32
     else:
         config = tiny(load_config(path, "quick"), num_epochs=2, iwae_samples=3)
-    (row,) = train.train_and_evaluate(config, workdir)["results"]
+    (row,) = train.train_and_evaluate(config, workdir, evaluators=disentanglement.evaluators(config))["results"]
     out = dict(row["test"])
     if "disentanglement" in row:
         out.update({k: row["disentanglement"][k] for k in ("mig", "factor_vae")})

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import defaults, sweep, train
+from echo_jax import defaults, steps, sweep, train
 from tests.helpers import run_on_cpu_devices, tiny
 
 
@@ -51,11 +51,11 @@ def test_seeds_axis(tmp_path):
 
 def _population(strategy, betas, train_step=None):
     config = tiny(defaults.rate_distortion_config(True), iwae_samples=0)
-    model = train.make_model(config, (28, 28, 1))
-    optimizer = train.make_optimizer(config, 4)
+    model = steps.make_model(config, (28, 28, 1))
+    optimizer = steps.make_optimizer(config, 4)
     sample = jnp.zeros((16, 28, 28, 1))
-    init = jax.vmap(lambda k: train.create_train_state(model, optimizer, k, sample, sample[0]))
-    step = train_step or train.make_train_step(model, optimizer)
+    init = jax.vmap(lambda k: steps.create_train_state(model, optimizer, k, sample, sample[0]))
+    step = train_step or steps.make_train_step(model, optimizer)
     keys = jnp.stack([jax.random.PRNGKey(i) for i in range(len(betas))])
     return sweep.Population(step, init, keys, jnp.asarray(betas, jnp.float32), strategy=strategy), sample
 
@@ -64,9 +64,9 @@ def _population(strategy, betas, train_step=None):
 def test_one_compile_whatever_the_betas(strategy):
     chex.clear_trace_counter()  # the counter is per function code, shared by the parametrized cases
     config = tiny(defaults.rate_distortion_config(True))
-    model = train.make_model(config, (28, 28, 1))
-    optimizer = train.make_optimizer(config, 4)
-    counted = chex.assert_max_traces(train.make_train_step(model, optimizer), n=1)
+    model = steps.make_model(config, (28, 28, 1))
+    optimizer = steps.make_optimizer(config, 4)
+    counted = chex.assert_max_traces(steps.make_train_step(model, optimizer), n=1)
     population, batch = _population(strategy, [0.1, 1.0, 10.0], counted)
     for _ in range(3):
         population.step(batch + 0.5)
@@ -85,10 +85,10 @@ def test_auto_strategy_per_backend():
 def test_memory_planning_splits_sweeps_that_do_not_fit():
     batch = jnp.zeros((16, 28, 28, 1))
     config = tiny(defaults.rate_distortion_config(True))
-    model = train.make_model(config, (28, 28, 1))
-    optimizer = train.make_optimizer(config, 4)
-    step = train.make_train_step(model, optimizer)
-    init = jax.vmap(lambda k: train.create_train_state(model, optimizer, k, batch, batch[0]))
+    model = steps.make_model(config, (28, 28, 1))
+    optimizer = steps.make_optimizer(config, 4)
+    step = steps.make_train_step(model, optimizer)
+    init = jax.vmap(lambda k: steps.create_train_state(model, optimizer, k, batch, batch[0]))
     per_model = sweep.model_bytes(step, init, batch, "vmap")
     assert per_model > sweep.model_bytes(step, init, batch, "sequential") > 0  # temporaries count too
     fits = lambda n_models: sweep.models_per_program(
@@ -104,7 +104,7 @@ def test_chunked_sweep_equals_one_program(tmp_path):
     chunked_config = tiny(defaults.rate_distortion_config(True), models_per_program=2, **base)
     chunked = train.train_and_evaluate(chunked_config, str(tmp_path / "b"))
     assert sorted(p for p in os.listdir(tmp_path / "b") if p.startswith("checkpoint")) == [
-        "checkpoint-0.msgpack", "checkpoint-1.msgpack"]
+        "checkpoints-0", "checkpoints-1"]
     np.testing.assert_allclose(_tests(chunked), _tests(whole), rtol=2e-4, atol=1e-3)
 
 

@@ -4,12 +4,15 @@ import glob
 import json
 import os
 import re
+import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import defaults, echo_clip, train
+from echo_jax import checkpoints, defaults, echo_clip, steps, train
+from echo_jax import workdir as workdir_lib
 from tests.helpers import load_config, tiny
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "rate_distortion")
@@ -25,24 +28,24 @@ def test_the_eleven_original_variants_are_there():
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.basename(p)[:-3])
 def test_every_config_runs_and_writes_results(path, tmp_path):
     full, quick = load_config(path), load_config(path, "quick")
-    assert full.network == "conv" and full.num_epochs == 200 and full.batch_size == 100
-    assert quick.dataset == "mnist_sample" and quick.network == "mlp"
+    assert full.model.network == "conv" and full.num_epochs == 200 and full.batch_size == 100
+    assert quick.dataset == "mnist_sample" and quick.model.network == "mlp"
     config = tiny(quick)
     results = train.train_and_evaluate(config, str(tmp_path))
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == results
     (row,) = results["results"]
-    assert row["encoder"] == config.encoder and row["marginal"] == config.marginal and row["steps"] == 4
+    assert row["encoder"] == config.model.encoder and row["marginal"] == config.model.marginal and row["steps"] == 4
     test = row["test"]
     assert test["neg_elbo"] == pytest.approx(test["rate"] + test["distortion"], rel=1e-5)
     assert 0 < test["distortion"] < 784 * np.log(2) * 2 and np.isfinite(test["rate"])
-    if config.encoder == "echo":  # the exact rate has a floor of D * (-log c)
-        assert test["rate"] >= config.latent_dim * -np.log(echo_clip(config.batch_size - 1)) - 1e-4
+    if config.model.encoder == "echo":  # the exact rate has a floor of D * (-log c)
+        assert test["rate"] >= config.model.latent_dim * -np.log(echo_clip(config.batch_size - 1)) - 1e-4
     else:
         assert "iwae_nll" in test
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {l["split"] for l in lines} == {"train", "test"}
-    assert json.loads((tmp_path / "config.json").read_text())["encoder"] == config.encoder
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["encoder"] == config.model.encoder
 
 
 class Killed(Exception):
@@ -75,28 +78,20 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite.*the last finite checkpoint \(step [1-9]\d*\) is kept"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
-    from flax import serialization
+    import orbax.checkpoint as ocp
 
-    restored = serialization.msgpack_restore((tmp_path / "checkpoint.msgpack").read_bytes())
-    leaves = [np.asarray(v) for v in _leaves(restored["states"]["params"])]
-    assert all(np.all(np.isfinite(v)) for v in leaves)
+    (kept,) = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()][-1:]
+    restored = ocp.StandardCheckpointer().restore(kept / "state")
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree.leaves(restored["params"]))
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
-
-
-def _leaves(tree):
-    if isinstance(tree, dict):
-        for v in tree.values():
-            yield from _leaves(v)
-    else:
-        yield tree
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
         ({"dataset": "mnits"}, "config.dataset = 'mnits'"),
-        ({"encoder": "flow"}, "config.encoder = 'flow'"),
-        ({"encoder": "gaussian", "marginal": "gamma"}, "config.marginal = 'gamma'"),
+        ({"encoder": "flow"}, "config.model.encoder = 'flow'"),
+        ({"encoder": "gaussian", "marginal": "gamma"}, "config.model.marginal = 'gamma'"),
         ({"encoder": "gaussian", "marginal": "none"}, "need a marginal"),
         ({"beta": -1.0}, "config.beta = -1.0: must be >= 0"),
         ({"betas": "1,-0.5"}, "config.betas = -0.5: must be >= 0"),
@@ -114,9 +109,22 @@ def test_bad_config_fails_before_any_work(overrides, message, tmp_path):
     assert not workdir.exists()
 
 
+def test_model_fields_outside_config_model_are_refused(tmp_path):
+    from echo_jax import validation
+
+    config = tiny(defaults.rate_distortion_config(quick=True))
+    config.latent_dim = 8  # a config file written for echo-jax 0.1
+    with pytest.raises(ValueError, match=r"config.latent_dim is a field of the model: set config.model.latent_dim"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    del config.model
+    with pytest.raises(ValueError, match=r"no model group \(it sets latent_dim at the top level\)"):
+        validation.validate_config(config)
+    assert not (tmp_path / "run").exists()
+
+
 def test_workdir_of_another_experiment_is_refused(tmp_path):
     first = tiny(defaults.rate_distortion_config(quick=True))
-    train.prepare_workdir(first, str(tmp_path))
+    workdir_lib.prepare(first, str(tmp_path))
     other = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal")
     with pytest.raises(ValueError, match="holds another run.*encoder"):
         train.train_and_evaluate(other, str(tmp_path))
@@ -136,20 +144,50 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
 def test_learning_rate_schedules(schedule, epoch, expected):
     config = defaults.rate_distortion_config()
     config.lr_schedule = schedule
-    lr = train.learning_rate_schedule(config, steps_per_epoch=500)
+    lr = steps.learning_rate_schedule(config, steps_per_epoch=500)
     assert float(lr(jnp.asarray(epoch * 500 + 7))) == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_workdir_written_before_a_field_existed_resumes_when_the_field_keeps_its_default(tmp_path):
     config = tiny(defaults.rate_distortion_config(quick=True))
-    train.prepare_workdir(config, str(tmp_path))
+    workdir_lib.prepare(config, str(tmp_path))
     written = json.loads((tmp_path / "config.json").read_text())
     del written["data_source"], written["tfds_data_dir"]  # as written before data_source existed
     (tmp_path / "config.json").write_text(json.dumps(written))
-    train.prepare_workdir(config, str(tmp_path))
+    workdir_lib.prepare(config, str(tmp_path))
     config.data_source = "tfds"
     with pytest.raises(ValueError, match="differs in: data_source"):
-        train.prepare_workdir(config, str(tmp_path))
+        workdir_lib.prepare(config, str(tmp_path))
+
+
+def test_a_v01_workdir_resumes_to_the_same_numbers(tmp_path):
+    # echo-jax 0.1 wrote a flat config.json ("unset" as 0) and one msgpack checkpoint; such a run resumes.
+    from flax import serialization
+
+    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3)
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, str(tmp_path / "b"), on_step=kill_at_step_5)
+    old = tmp_path / "b"
+    written = json.loads((old / "config.json").read_text())
+    model = written.pop("model")
+    written.update({k: 0.0 if v is None else v for k, v in model.items()}, binarize="")
+    (old / "config.json").write_text(json.dumps(written))
+    train_set, _ = train.load_datasets(config)
+    model, optimizer = steps.make_model(config, train_set.image_shape), steps.make_optimizer(config, 4)
+    sample = jnp.zeros((16, *train_set.image_shape))
+    init = jax.vmap(lambda key: steps.create_train_state(model, optimizer, key, sample, sample[0]))
+    template = jax.eval_shape(init, jax.ShapeDtypeStruct((1, 2), jnp.uint32))
+    with checkpoints.Checkpointer(old / "checkpoints") as saved:
+        states, _ = saved.restore(template, 3)
+    payload = {"states": serialization.to_state_dict(states), "step": 3, "seconds": 1.0,
+               "identity": json.dumps({"runs": [[1.0, 0]], "chunk": 0, "chunk_size": 1, "num_models": 1})}
+    (old / "checkpoint.msgpack").write_bytes(serialization.msgpack_serialize(payload))
+    shutil.rmtree(old / "checkpoints")
+    resumed = train.train_and_evaluate(config, str(old))
+    strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
+    assert strip(resumed) == strip(uninterrupted)
+    assert not (old / "checkpoint.msgpack").exists()  # superseded by the orbax checkpoints
 
 
 # ----------------------------------------------------------------------------------------------- safety
@@ -183,12 +221,14 @@ def test_results_and_logs_are_strict_json(tmp_path):
         dumps_strict({"rate": float("nan")})
 
 
-def test_non_finite_evaluation_stops_the_run(tmp_path):
+def test_non_finite_evaluation_stops_the_run(tmp_path, monkeypatch):
     from echo_jax.errors import DivergedError
 
-    with pytest.raises(DivergedError, match=r"test evaluation at step 7 is non-finite for \(beta, seed\) \[\(2.0, 1\)\]"):
-        train._check_finite_test([{"rate": 1.0}, {"rate": float("inf")}], [(1.0, 1), (2.0, 1)], 7, str(tmp_path),
-                                 str(tmp_path / "checkpoint.msgpack"), 0)
+    monkeypatch.setattr(train, "evaluate", lambda *args: [{"rate": 1.0}, {"rate": float("inf")}])
+    config = tiny(defaults.rate_distortion_config(quick=True), betas="1,2", seed=1)
+    with pytest.raises(DivergedError, match=r"test evaluation at step 4 is non-finite for \(beta, seed\) \[\(2.0, 1\)\]"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "results.json").exists()
 
 
 def _chunked(**overrides):
@@ -218,8 +258,8 @@ def test_a_checkpoint_of_other_models_is_refused(tmp_path):
     steps = iter(range(10**6))
     with pytest.raises(train.RunInterrupted):
         train.train_and_evaluate(config, str(tmp_path), should_stop=lambda: next(steps) >= 5)
-    (tmp_path / "checkpoint-1.msgpack").write_bytes((tmp_path / "checkpoint-0.msgpack").read_bytes())
-    with pytest.raises(ValueError, match=r"checkpoint-1.msgpack holds other models than this run's"):
+    shutil.copytree(tmp_path / "checkpoints-0", tmp_path / "checkpoints-1")
+    with pytest.raises(ValueError, match=r"checkpoints-1 holds other models than this run's"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
 
@@ -229,6 +269,11 @@ def test_run_files_without_config_json_or_a_damaged_checkpoint_are_refused(tmp_p
     steps = iter(range(10**6))
     with pytest.raises(train.RunInterrupted):
         train.train_and_evaluate(config, str(tmp_path), should_stop=lambda: next(steps) >= 5)
+    for meta in (tmp_path / "checkpoints").glob("*/meta/*"):
+        meta.write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match=r"checkpoint .*checkpoints/\d+ cannot be read"):
+        train.train_and_evaluate(config, str(tmp_path))
+    shutil.rmtree(tmp_path / "checkpoints")  # an echo-jax 0.1 checkpoint, damaged
     (tmp_path / "checkpoint.msgpack").write_bytes(b"\x00garbage")
     with pytest.raises(ValueError, match=r"checkpoint .*checkpoint.msgpack cannot be read"):
         train.train_and_evaluate(config, str(tmp_path))

@@ -6,7 +6,7 @@ Full protocol:
 Quick (3,000 steps, smaller metric samples, CPU):
     python -m experiments.disentanglement --config configs/disentanglement/vae.py:quick --workdir runs/dis_vae_q
 Options: --config.dataset=dsprites_correlated, --config.beta=4 or --config.betas=1,2,4 (a sweep),
---config.tc_weight=10 (FactorVAE discriminator), --config.representation=mean.
+--config.model.tc_weight=10 (FactorVAE discriminator), --config.representation=mean.
 """
 
 from echo_jax.defaults import disentanglement_config, variant
@@ -14,6 +14,6 @@ from echo_jax.defaults import disentanglement_config, variant
 
 def get_config(arg=None):
     config = disentanglement_config(quick=variant(arg))
-    config.encoder = "gaussian"
-    config.marginal = "std_normal"
+    config.model.encoder = "gaussian"
+    config.model.marginal = "std_normal"
     return config

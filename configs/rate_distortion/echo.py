@@ -11,6 +11,6 @@ from echo_jax.defaults import rate_distortion_config, variant
 
 def get_config(arg=None):
     config = rate_distortion_config(quick=variant(arg))
-    config.encoder = "echo"
-    config.marginal = "none"
+    config.model.encoder = "echo"
+    config.model.marginal = "none"
     return config

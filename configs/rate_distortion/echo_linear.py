@@ -12,8 +12,8 @@ from echo_jax.defaults import rate_distortion_config, variant
 
 def get_config(arg=None):
     config = rate_distortion_config(quick=variant(arg))
-    config.encoder = "echo"
-    config.marginal = "none"
-    config.echo_activation = "linear"
-    config.echo_fx_bound = 10.0
+    config.model.encoder = "echo"
+    config.model.marginal = "none"
+    config.model.echo_activation = "linear"
+    config.model.echo_fx_bound = 10.0
     return config

@@ -11,7 +11,7 @@ from echo_jax.defaults import rate_distortion_config, variant
 
 def get_config(arg=None):
     config = rate_distortion_config(quick=variant(arg))
-    config.encoder = "echo"
-    config.marginal = "none"
-    config.echo_activation = "tanh64"
+    config.model.encoder = "echo"
+    config.model.marginal = "none"
+    config.model.echo_activation = "tanh64"
     return config

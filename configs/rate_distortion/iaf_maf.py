@@ -11,6 +11,6 @@ from echo_jax.defaults import rate_distortion_config, variant
 
 def get_config(arg=None):
     config = rate_distortion_config(quick=variant(arg))
-    config.encoder = "iaf"
-    config.marginal = "maf"
+    config.model.encoder = "iaf"
+    config.model.marginal = "maf"
     return config

@@ -12,7 +12,7 @@ from echo_jax.defaults import rate_distortion_config, variant
 
 def get_config(arg=None):
     config = rate_distortion_config(quick=variant(arg))
-    config.encoder = "gaussian"
-    config.marginal = "std_normal"
-    config.mmd_weight = 999.0
+    config.model.encoder = "gaussian"
+    config.model.marginal = "std_normal"
+    config.model.mmd_weight = 999.0
     return config
