@@ -52,11 +52,19 @@ class Size:
 
 
 FULL = Size(networks=("mlp", "conv"), counts=(1, 4, 16, 64), updates=90, steps_per_call=45)
-SMOKE = Size(networks=("mlp",), counts=(1, 2), updates=4, steps_per_call=2,
-             overrides=dict(model=dict(mlp_hidden=(32,), latent_dim=4), batch_size=16))
+SMOKE = Size(
+    networks=("mlp",),
+    counts=(1, 2),
+    updates=4,
+    steps_per_call=2,
+    overrides=dict(model=dict(mlp_hidden=(32,), latent_dim=4), batch_size=16),
+)
 # (name, sweep strategy, data loop)
-VARIANTS = (("back to back", "sequential", "host"), ("vmapped sweep", "vmap", "host"),
-            ("vmapped sweep, on-device loop", "vmap", "device"))
+VARIANTS = (
+    ("back to back", "sequential", "host"),
+    ("vmapped sweep", "vmap", "host"),
+    ("vmapped sweep, on-device loop", "vmap", "device"),
+)
 
 
 def build(network: str, size: Size):
@@ -133,17 +141,24 @@ def describe_network(config) -> str:
 def markdown(results: dict, notes: dict, size: Size) -> str:
     """The table: one section per network, one row per N, one column per variant."""
     device = jax.devices()[0]
-    lines = [f"# Sweep speed: {device.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))", "",
-             f"jax {jax.__version__}; Echo encoder, Adam, batch {notes['batch']}, mnist_sample (dynamic "
-             f"binarization); {size.updates} timed updates after a compiling warm-up; on-device loop K = "
-             f"{size.steps_per_call}. Examples/s = N x batch x updates / s (all models); speed-up against back "
-             "to back at the same N. MiB per model: XLA's planned memory of one dispatch / N (back to back: "
-             f"one model's state). The on-device split takes {notes.get('split_mib', float('nan')):.1f} MiB "
-             "per device.", ""]
+    lines = [
+        f"# Sweep speed: {device.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))",
+        "",
+        f"jax {jax.__version__}; Echo encoder, Adam, batch {notes['batch']}, mnist_sample (dynamic "
+        f"binarization); {size.updates} timed updates after a compiling warm-up; on-device loop K = "
+        f"{size.steps_per_call}. Examples/s = N x batch x updates / s (all models); speed-up against back "
+        "to back at the same N. MiB per model: XLA's planned memory of one dispatch / N (back to back: "
+        f"one model's state). The on-device split takes {notes.get('split_mib', float('nan')):.1f} MiB "
+        "per device.",
+        "",
+    ]
     for network, rows in results.items():
-        lines += [f"## {notes[network]}", "",
-                  "| N | " + " | ".join(name for name, _, _ in VARIANTS) + " | MiB per model (same order) |",
-                  "|---" * (len(VARIANTS) + 2) + "|"]
+        lines += [
+            f"## {notes[network]}",
+            "",
+            "| N | " + " | ".join(name for name, _, _ in VARIANTS) + " | MiB per model (same order) |",
+            "|---" * (len(VARIANTS) + 2) + "|",
+        ]
         for n, row in rows.items():
             base = row.get("back to back", {}).get("examples_per_s")
             cells, memory = [], []

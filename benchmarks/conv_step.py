@@ -57,8 +57,14 @@ class PlainConvDecoder(nn.Module):
     def __call__(self, z):
         init = dict(kernel_init=networks.keras_kernel_init)
         x = z[:, None, None, :]
-        layers = [(64, 7, 1, "VALID"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"), (32, 5, 1, "SAME"),
-                  (32, 5, 2, "SAME"), (32, 4, 1, "SAME")]
+        layers = [
+            (64, 7, 1, "VALID"),
+            (64, 5, 1, "SAME"),
+            (64, 5, 2, "SAME"),
+            (32, 5, 1, "SAME"),
+            (32, 5, 2, "SAME"),
+            (32, 4, 1, "SAME"),
+        ]
         for i, (features, k, s, padding) in enumerate(layers):
             x = nn.relu(nn.ConvTranspose(features, (k, k), (s, s), padding, name=f"deconv{i}", **init)(x))
         return nn.Conv(1, (5, 5), padding="SAME", name="conv_out", **init)(x)
@@ -125,15 +131,27 @@ def torch_models(torch):
     class ConvVAE(tnn.Module):
         def __init__(self):
             super().__init__()
-            self.enc = tnn.ModuleList([tnn.Conv2d(1, 32, 5, padding=2), tnn.Conv2d(32, 32, 5, 2),
-                                       tnn.Conv2d(32, 64, 5, padding=2), tnn.Conv2d(64, 64, 5, 2),
-                                       tnn.Conv2d(64, 256, 7)])
+            self.enc = tnn.ModuleList(
+                [
+                    tnn.Conv2d(1, 32, 5, padding=2),
+                    tnn.Conv2d(32, 32, 5, 2),
+                    tnn.Conv2d(32, 64, 5, padding=2),
+                    tnn.Conv2d(64, 64, 5, 2),
+                    tnn.Conv2d(64, 256, 7),
+                ]
+            )
             self.mean, self.log_var = tnn.Linear(256, LATENT), tnn.Linear(256, LATENT)
             # Paddings chosen so that every layer is the JAX layer with a spatially flipped kernel.
-            self.dec = tnn.ModuleList([
-                tnn.ConvTranspose2d(LATENT, 64, 7), tnn.ConvTranspose2d(64, 64, 5, padding=2),
-                tnn.ConvTranspose2d(64, 64, 5, 2, padding=1), tnn.ConvTranspose2d(64, 32, 5, padding=2),
-                tnn.ConvTranspose2d(32, 32, 5, 2, padding=1), tnn.ConvTranspose2d(32, 32, 4, padding=1)])
+            self.dec = tnn.ModuleList(
+                [
+                    tnn.ConvTranspose2d(LATENT, 64, 7),
+                    tnn.ConvTranspose2d(64, 64, 5, padding=2),
+                    tnn.ConvTranspose2d(64, 64, 5, 2, padding=1),
+                    tnn.ConvTranspose2d(64, 32, 5, padding=2),
+                    tnn.ConvTranspose2d(32, 32, 5, 2, padding=1),
+                    tnn.ConvTranspose2d(32, 32, 4, padding=1),
+                ]
+            )
             self.out = tnn.Conv2d(32, 1, 5, padding=2)
 
         def encode(self, x):
@@ -157,8 +175,9 @@ def torch_models(torch):
             super().__init__()
             self.enc = tnn.Sequential(tnn.Linear(784, 500), tnn.ReLU(), tnn.Linear(500, 500), tnn.ReLU())
             self.mean, self.log_var = tnn.Linear(500, LATENT), tnn.Linear(500, LATENT)
-            self.dec = tnn.Sequential(tnn.Linear(LATENT, 500), tnn.ReLU(), tnn.Linear(500, 500), tnn.ReLU(),
-                                      tnn.Linear(500, 784))
+            self.dec = tnn.Sequential(
+                tnn.Linear(LATENT, 500), tnn.ReLU(), tnn.Linear(500, 500), tnn.ReLU(), tnn.Linear(500, 784)
+            )
 
         def encode(self, x):
             h = self.enc(x.flatten(1))
@@ -231,8 +250,10 @@ def check_same_function(torch, images: np.ndarray) -> tuple[float, float]:
         torch_logits = tmodel.decode(tmodel.encode(torch.from_numpy(images.transpose(0, 3, 1, 2)))[0])
     torch_logits = torch_logits.numpy().transpose(0, 2, 3, 1)
     scale = float(jnp.max(jnp.abs(ours_logits)))
-    return (float(jnp.max(jnp.abs(ours_logits - plain_logits))) / scale,
-            float(np.max(np.abs(np.asarray(ours_logits) - torch_logits))) / scale)
+    return (
+        float(jnp.max(jnp.abs(ours_logits - plain_logits))) / scale,
+        float(np.max(np.abs(np.asarray(ours_logits) - torch_logits))) / scale,
+    )
 
 
 def time_interleaved(runners: dict[str, tuple[Callable[[int], None], int]], repeats: int) -> dict[str, list[float]]:
@@ -265,12 +286,16 @@ def main() -> None:
     x_torch = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
 
     diff_plain, diff_torch = check_same_function(torch, images)
-    print(f"same function (max |logit difference| / max |logit|): echo_jax vs plain flax {diff_plain:.1e}, "
-          f"vs torch {diff_torch:.1e}")
+    print(
+        f"same function (max |logit difference| / max |logit|): echo_jax vs plain flax {diff_plain:.1e}, "
+        f"vs torch {diff_torch:.1e}"
+    )
 
     cpu_options = networks.cpu_compiler_options()
-    print(f"jax {jax.__version__} on {jax.default_backend()}, torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads), cpu_compiler_options() = {cpu_options}")
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()}, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads), cpu_compiler_options() = {cpu_options}"
+    )
     ConvVAE, MLPVAE = torch_models(torch)
     plain = GaussianVAE(PlainConvEncoder(), PlainConvDecoder())
     ours = GaussianVAE(networks.ConvEncoder(), networks.ConvDecoder())
@@ -290,15 +315,19 @@ def main() -> None:
 
     best = {name: min(t) for name, t in times.items()}
     reference = {"conv": best["PyTorch eager conv"], "MLP": best["PyTorch eager MLP"]}
-    print(f"\nbatch {BATCH}, Adam; min (median) over {args.repeats} interleaved blocks; "
-          "epoch = 500 steps (the paper's protocol)")
+    print(
+        f"\nbatch {BATCH}, Adam; min (median) over {args.repeats} interleaved blocks; "
+        "epoch = 500 steps (the paper's protocol)"
+    )
     print(f"| {'train step':50s} | {'ms/step':>16s} | {'examples/s':>10s} | {'s/epoch':>7s} | {'vs PyTorch':>10s} |")
     print(f"|{'-' * 52}|{'-' * 18}|{'-' * 12}|{'-' * 9}|{'-' * 12}|")
     for name, t in times.items():
         kind = "MLP" if "MLP" in name else "conv"
         ms, median = 1e3 * best[name], 1e3 * statistics.median(t)
-        print(f"| {name:50s} | {ms:7.1f} ({median:6.1f}) | {BATCH / best[name]:10.0f} | "
-              f"{500 * best[name]:7.1f} | {reference[kind] / best[name]:9.2f}x |")
+        print(
+            f"| {name:50s} | {ms:7.1f} ({median:6.1f}) | {BATCH / best[name]:10.0f} | "
+            f"{500 * best[name]:7.1f} | {reference[kind] / best[name]:9.2f}x |"
+        )
 
 
 if __name__ == "__main__":

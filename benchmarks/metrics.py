@@ -43,12 +43,26 @@ def reference_mig(codes, factors, num_bins=20):
     return {"mig": per_factor.mean(), "per_factor": per_factor}
 
 
-def reference_factor_vae(sample_factors, render, represent, factor_sizes, seed, batch_size,
-                         num_train, num_eval, num_variance_estimate, prune_threshold=0.05):
+def reference_factor_vae(
+    sample_factors,
+    render,
+    represent,
+    factor_sizes,
+    seed,
+    batch_size,
+    num_train,
+    num_eval,
+    num_variance_estimate,
+    prune_threshold=0.05,
+):
     rng = np.random.default_rng(seed)
     factors = sample_factors(rng, num_variance_estimate)
-    codes = np.concatenate([np.asarray(represent(render(factors[i:i + batch_size])))
-                            for i in range(0, num_variance_estimate, batch_size)])
+    codes = np.concatenate(
+        [
+            np.asarray(represent(render(factors[i : i + batch_size])))
+            for i in range(0, num_variance_estimate, batch_size)
+        ]
+    )
     global_variances = np.var(codes, axis=0, ddof=1)
     active = np.flatnonzero(np.sqrt(global_variances) >= prune_threshold)
 
@@ -66,8 +80,10 @@ def reference_factor_vae(sample_factors, render, represent, factor_sizes, seed, 
     classifier = np.argmax(train, axis=0)
     columns = np.arange(train.shape[1])
     evaluation = votes_for(num_eval)
-    return {"train_accuracy": train[classifier, columns].sum() / train.sum(),
-            "eval_accuracy": evaluation[classifier, columns].sum() / evaluation.sum()}
+    return {
+        "train_accuracy": train[classifier, columns].sum() / train.sum(),
+        "eval_accuracy": evaluation[classifier, columns].sum() / evaluation.sum(),
+    }
 
 
 def best_time(fn, repeats):
@@ -85,8 +101,7 @@ def row(name, seconds, reference_seconds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-votes", type=int, default=2000)
     args = parser.parse_args()
@@ -101,8 +116,10 @@ def main():
     np.testing.assert_allclose(np.asarray(ours["per_factor"]), expected["per_factor"], atol=1e-6)
     reference_seconds = best_time(lambda: reference_mig(codes, factors), args.repeats)
     jnp_seconds = best_time(lambda: metrics.mig(codes, factors)["mig"], args.repeats)
-    print(f"\nMIG, {NUM_POINTS} x {CODE_DIMS} codes, factors {FACTOR_SIZES}, 20 bins "
-          f"(min of {args.repeats}; speed-up over the numpy/sklearn reference)\n{header}")
+    print(
+        f"\nMIG, {NUM_POINTS} x {CODE_DIMS} codes, factors {FACTOR_SIZES}, 20 bins "
+        f"(min of {args.repeats}; speed-up over the numpy/sklearn reference)\n{header}"
+    )
     row("numpy + sklearn mutual_info_score (reference)", reference_seconds, reference_seconds)
     row("echo_jax.metrics.mig", jnp_seconds, reference_seconds)
 
@@ -113,16 +130,31 @@ def main():
         "numpy represent": lambda images: np.tanh(images @ mixing32),
         "jitted JAX represent": jax.jit(lambda images: jnp.tanh(images @ jnp.asarray(mixing32))),
     }
-    settings = dict(seed=12, batch_size=BATCH, num_train=args.num_votes, num_eval=args.num_votes // 2,
-                    num_variance_estimate=NUM_POINTS)
+    settings = dict(
+        seed=12,
+        batch_size=BATCH,
+        num_train=args.num_votes,
+        num_eval=args.num_votes // 2,
+        num_variance_estimate=NUM_POINTS,
+    )
     for name, represent in representations.items():
-        reference_seconds = best_time(lambda: reference_factor_vae(
-            sample_factors, render, represent, FACTOR_SIZES, **settings)["eval_accuracy"], args.repeats)
-        jnp_seconds = best_time(lambda: metrics.factor_vae_score(
-            sample_factors, render, represent, FACTOR_SIZES, **settings)["eval_accuracy"], args.repeats)
+        reference_seconds = best_time(
+            lambda represent=represent: reference_factor_vae(
+                sample_factors, render, represent, FACTOR_SIZES, **settings
+            )["eval_accuracy"],
+            args.repeats,
+        )
+        jnp_seconds = best_time(
+            lambda represent=represent: metrics.factor_vae_score(
+                sample_factors, render, represent, FACTOR_SIZES, **settings
+            )["eval_accuracy"],
+            args.repeats,
+        )
         ours = metrics.factor_vae_score(sample_factors, render, represent, FACTOR_SIZES, **settings)
-        print(f"\nFactorVAE, {name}, {args.num_votes} + {args.num_votes // 2} votes of {BATCH}, "
-              f"eval accuracy {ours['eval_accuracy']:.3f}\n{header}")
+        print(
+            f"\nFactorVAE, {name}, {args.num_votes} + {args.num_votes // 2} votes of {BATCH}, "
+            f"eval accuracy {ours['eval_accuracy']:.3f}\n{header}"
+        )
         row("numpy protocol, vote by vote (reference)", reference_seconds, reference_seconds)
         row("echo_jax.metrics.factor_vae_score", jnp_seconds, reference_seconds)
 

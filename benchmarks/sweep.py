@@ -93,6 +93,7 @@ def back_to_back(train_step, init, n: int, data) -> float:
 def population(train_step, init, n: int, data, strategy: str) -> float:
     keys = jnp.stack([jax.random.PRNGKey(m) for m in range(n)])
     pop = sweep.Population(train_step, init, keys, jnp.linspace(0.1, 10.0, n), strategy=strategy)
+
     def step_all(batch):
         pop.step(batch)
         pop.block_until_ready()
@@ -103,8 +104,9 @@ def population(train_step, init, n: int, data, strategy: str) -> float:
 def vmap_memory_mib(train_step, init, n: int) -> float:
     """XLA's planned memory for the vmapped step of n models (arguments, outputs and temporaries)."""
     states = jax.eval_shape(init, jax.ShapeDtypeStruct((n, 2), jnp.uint32))
-    step = jax.jit(jax.vmap(train_step, in_axes=(0, None, 0)), donate_argnums=0,
-                   compiler_options=cpu_compiler_options())
+    step = jax.jit(
+        jax.vmap(train_step, in_axes=(0, None, 0)), donate_argnums=0, compiler_options=cpu_compiler_options()
+    )
     analysis = step.lower(states, jnp.zeros((BATCH, 28, 28, 1)), jnp.ones((n,))).compile().memory_analysis()
     if analysis is None:
         return float("nan")
@@ -147,8 +149,9 @@ def loop_setup(name: str, num_models: int, k: int):
     sample = jnp.asarray(train_set.images[: config.batch_size])
     init = jax.vmap(lambda key: steps.create_train_state(model, optimizer, key, sample, sample[0]))
     keys = jnp.stack([jax.random.PRNGKey(m) for m in range(num_models)])
-    population = sweep.Population(steps.make_train_step(model, optimizer), init, keys,
-                                  jnp.linspace(0.5, 2.0, num_models))
+    population = sweep.Population(
+        steps.make_train_step(model, optimizer), init, keys, jnp.linspace(0.5, 2.0, num_models)
+    )
     return config, population, train_set
 
 
@@ -181,8 +184,7 @@ def measure_loops(names, num_models: int, k: int, rounds: int, steps: dict) -> d
 
 
 def print_loops(results: dict, num_models: int) -> None:
-    print(f"\nmodel-steps per second, {num_models} model(s) ({jax.default_backend()}), "
-          "speed against the host loop")
+    print(f"\nmodel-steps per second, {num_models} model(s) ({jax.default_backend()}), speed against the host loop")
     variants = list(next(iter(results.values())))
     print("| model | " + " | ".join(variants) + " |")
     print("|---" * (len(variants) + 1) + "|")
@@ -218,9 +220,24 @@ def main():
     results = measure(networks, counts, args.steps, ["auto", "vmap"])
     if jax.default_backend() == "cpu":
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-        proc = subprocess.run([sys.executable, __file__, "--only", "vmap", "--models", args.models, "--betas",
-                               args.betas, "--steps", str(args.steps)], env=env, capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--only",
+                "vmap",
+                "--models",
+                args.models,
+                "--betas",
+                args.betas,
+                "--steps",
+                str(args.steps),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         for key, row in json.loads(proc.stdout.strip().splitlines()[-1]).items():
             results[key]["sweep (vmap, 2 CPU devices)"] = row["sweep (vmap)"]
 

@@ -31,28 +31,46 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
 from echo_jax import defaults, disentanglement, sweep, train
 from echo_jax.errors import ConfigError
-from echo_jax.files import write_atomic
 
 # Fields that say how a run is executed, not what it computes: they are left out of its key. (tfds data
 # equals the built-in readers' data, tested, so where the data is read from is not part of a run either.)
-EXECUTION_FIELDS = frozenset({
-    "data_dir", "data_source", "tfds_data_dir", "sweep_strategy", "models_per_program", "log_every_steps",
-    "checkpoint_every_steps", "betas", "num_seeds", "data_loop", "steps_per_call", "tensorboard",
-})
+EXECUTION_FIELDS = frozenset(
+    {
+        "data_dir",
+        "data_source",
+        "tfds_data_dir",
+        "sweep_strategy",
+        "models_per_program",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "betas",
+        "num_seeds",
+        "data_loop",
+        "steps_per_call",
+        "tensorboard",
+    }
+)
 LAYOUTS = ("auto", "per_beta", "per_variant")
 
 
 # ----------------------------------------------------------------------------------------------- spec
 
 
-def group(name: str, variants: Sequence[tuple[str, str]], *, betas: Sequence[float], seeds: Sequence[int],
-          overrides: dict | None = None, description: str = "") -> ml_collections.ConfigDict:
+def group(
+    name: str,
+    variants: Sequence[tuple[str, str]],
+    *,
+    betas: Sequence[float],
+    seeds: Sequence[int],
+    overrides: dict | None = None,
+    description: str = "",
+) -> ml_collections.ConfigDict:
     """One group of a campaign file.
 
     Args:
@@ -66,14 +84,19 @@ def group(name: str, variants: Sequence[tuple[str, str]], *, betas: Sequence[flo
         ``{"model": {"tc_weight": 10.0}}``).
       description: one line for the status and the report.
     """
-    return ml_collections.ConfigDict({
-        "name": name, "description": description, "betas": tuple(float(b) for b in betas),
-        "seeds": tuple(int(s) for s in seeds), "overrides": dict(overrides or {}),
-        "variants": tuple(
-            ml_collections.ConfigDict({"name": v[0], "config": v[1], "overrides": dict(v[2]) if len(v) > 2 else {}})
-            for v in variants
-        ),
-    })
+    return ml_collections.ConfigDict(
+        {
+            "name": name,
+            "description": description,
+            "betas": tuple(float(b) for b in betas),
+            "seeds": tuple(int(s) for s in seeds),
+            "overrides": dict(overrides or {}),
+            "variants": tuple(
+                ml_collections.ConfigDict({"name": v[0], "config": v[1], "overrides": dict(v[2]) if len(v) > 2 else {}})
+                for v in variants
+            ),
+        }
+    )
 
 
 def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
@@ -141,8 +164,9 @@ class Program:
 
     @property
     def key(self) -> str:
-        return run_key(self.config) + "-" + hashlib.sha256(
-            json.dumps([r.key for r in self.runs]).encode()).hexdigest()[:6]
+        return (
+            run_key(self.config) + "-" + hashlib.sha256(json.dumps([r.key for r in self.runs]).encode()).hexdigest()[:6]
+        )
 
 
 def config_root(campaign_path: str) -> str:
@@ -277,8 +301,10 @@ def status_lines(campaign: ml_collections.ConfigDict, runs: Sequence[Run], done:
         if not members:
             continue
         pending = [r for r in members if r.key not in done]
-        lines.append(f"group {g.name}: {len(members) - len(pending)}/{len(members)} runs done"
-                     + (f" - {g.description}" if g.description else ""))
+        lines.append(
+            f"group {g.name}: {len(members) - len(pending)}/{len(members)} runs done"
+            + (f" - {g.description}" if g.description else "")
+        )
         summary: dict[tuple, list[int]] = defaultdict(list)
         for r in pending:
             summary[(r.variant, r.config.dataset, r.beta)].append(r.seed)
@@ -325,8 +351,10 @@ def run_campaign(
     done = finished_runs(results_dir)
     missing = [r for r in runs if r.key not in done]
     todo = programs(missing, layout)
-    log(f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
-        f"{len(missing)} to train in {len(todo)} program(s)")
+    log(
+        f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
+        f"{len(missing)} to train in {len(todo)} program(s)"
+    )
     commit = _commit()
     for program in todo:
         if deadline is not None and clock() >= deadline:
@@ -343,8 +371,9 @@ def run_campaign(
         log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
         stop = None if deadline is None else (lambda: clock() >= deadline)
         try:
-            results = train.train_and_evaluate(program.config, workdir, should_stop=stop,
-                                               evaluators=disentanglement.evaluators(program.config))
+            results = train.train_and_evaluate(
+                program.config, workdir, should_stop=stop, evaluators=disentanglement.evaluators(program.config)
+            )
         except train.RunInterrupted as e:
             log(f"time budget spent: {e}")
             break
@@ -414,10 +443,18 @@ def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: d
         results = {
             "experiment": program.config.experiment,
             "results": [row],
-            "run": {"key": run.key, "variant": run.variant, "groups": run.groups, "commit": commit,
-                    "program": {"betas": sweep.betas_of(program.config), "seed": program.config.seed,
-                                "num_seeds": program.config.num_seeds,
-                                "strategy": sweep.resolve_strategy(program.config.sweep_strategy)}},
+            "run": {
+                "key": run.key,
+                "variant": run.variant,
+                "groups": run.groups,
+                "commit": commit,
+                "program": {
+                    "betas": sweep.betas_of(program.config),
+                    "seed": program.config.seed,
+                    "num_seeds": program.config.num_seeds,
+                    "strategy": sweep.resolve_strategy(program.config.sweep_strategy),
+                },
+            },
         }
         with open(os.path.join(tmp, "results.json"), "w") as f:
             f.write(json.dumps(results, indent=2) + "\n")
@@ -454,8 +491,13 @@ def _commit() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -195,8 +195,10 @@ class Checkpointer:
             step = steps[-1]
         step = _check_step(step)
         if step not in steps:
-            raise WorkdirError(f"checkpoint directory {self._directory} holds no step {step} (it holds "
-                               f"{', '.join(map(str, steps)) or 'none'})")
+            raise WorkdirError(
+                f"checkpoint directory {self._directory} holds no step {step} (it holds "
+                f"{', '.join(map(str, steps)) or 'none'})"
+            )
         path = os.path.join(self._directory, str(step))  # orbax's default step name: the bare number
         earlier = [s for s in steps if s < step]
         restart = f"from step {earlier[-1]}" if earlier else "from its beginning"
@@ -211,8 +213,10 @@ class Checkpointer:
         # a different array means a checkpoint of other models, which must not be trained on.
         mismatch = _first_mismatch(held, _orbax_flat(ocp.tree.serialize_tree(template)))
         if mismatch:
-            raise WorkdirError(f"checkpoint {path} does not hold this run's state ({mismatch}); use a new --workdir, "
-                               f"or delete it to restart that part of the run {restart}")
+            raise WorkdirError(
+                f"checkpoint {path} does not hold this run's state ({mismatch}); use a new --workdir, "
+                f"or delete it to restart that part of the run {restart}"
+            )
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(template), _META: ocp.args.JsonRestore()})
         try:
             restored = self._manager.restore(step, args=args)
@@ -265,8 +269,10 @@ def read_msgpack_checkpoint(path: str, template) -> tuple[Any, dict]:
     held = jax.tree.map(np.asarray, _orbax_flat(ocp.tree.serialize_tree(state)))
     mismatch = _first_mismatch(held, _orbax_flat(ocp.tree.serialize_tree(template)))
     if mismatch:
-        raise WorkdirError(f"checkpoint {path} does not hold this run's state ({mismatch}); use a new --workdir, "
-                           "or delete it to restart that part of the run from its beginning")
+        raise WorkdirError(
+            f"checkpoint {path} does not hold this run's state ({mismatch}); use a new --workdir, "
+            "or delete it to restart that part of the run from its beginning"
+        )
     return state, meta
 
 
@@ -277,8 +283,10 @@ def _unreadable(path: str, error: BaseException, restart: str) -> str:
     detail = " ".join(str(error).split())  # one line: tensorstore's messages span several
     if len(detail) > 300:
         detail = detail[:297] + "..."
-    return (f"checkpoint {path} cannot be read ({type(error).__name__}: {detail}); delete it to restart that part "
-            f"of the run {restart}")
+    return (
+        f"checkpoint {path} cannot be read ({type(error).__name__}: {detail}); delete it to restart that part "
+        f"of the run {restart}"
+    )
 
 
 def _check_step(step) -> int:
@@ -297,8 +305,10 @@ def _check_state(state, *, what: str = "state", allow_abstract: bool = False) ->
     for path, leaf in leaves:
         # orbax saves numpy scalars and Python numbers but cannot restore into them: refuse them up front.
         if not isinstance(leaf, kinds):
-            raise TypeError(f"{what}{jax.tree_util.keystr(path)} is a {type(leaf).__name__}; every leaf must be "
-                            "a numpy or jax array (np.asarray turns scalars into 0-d arrays)")
+            raise TypeError(
+                f"{what}{jax.tree_util.keystr(path)} is a {type(leaf).__name__}; every leaf must be "
+                "a numpy or jax array (np.asarray turns scalars into 0-d arrays)"
+            )
 
 
 def _check_meta(meta) -> None:
@@ -333,8 +343,10 @@ def _first_mismatch(held: dict, expected: dict) -> str | None:
             return f"{name}: on disk, not in this run's state"
         have, want = held[name], _expected(expected[name])
         if tuple(have.shape) != tuple(want.shape) or np.dtype(have.dtype) != np.dtype(want.dtype):
-            return (f"{name}: {np.dtype(have.dtype).name}{list(have.shape)} on disk, "
-                    f"{np.dtype(want.dtype).name}{list(want.shape)} expected")
+            return (
+                f"{name}: {np.dtype(have.dtype).name}{list(have.shape)} on disk, "
+                f"{np.dtype(want.dtype).name}{list(want.shape)} expected"
+            )
     return None
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from absl import app, flags
 
@@ -55,12 +56,16 @@ def flag_error_message(error: Exception) -> str:
     text = str(error)
     missing = re.search(r"No such file or directory: '([^']+)'", text)
     if missing:
-        return f"config file {missing.group(1)} not found; give the path of a config file, e.g. configs/rate_distortion/echo.py"
+        return (
+            f"config file {missing.group(1)} not found; give the path of a config file, "
+            "e.g. configs/rate_distortion/echo.py"
+        )
     if "Error whilst parsing config file" in text:  # the config file's own exception is the last line
         last = [line for line in text.splitlines() if line.strip()][-1].strip()
         return f"the config file could not be loaded: {last}"
     unknown = re.fullmatch(r"""Unknown command line flag '(\w+)\.([\w.]+)'""", text) or (
-        isinstance(error, (AttributeError, KeyError)) and re.fullmatch(r"""['"]*([\w.]+)['"]*""", text))
+        isinstance(error, (AttributeError, KeyError)) and re.fullmatch(r"""['"]*([\w.]+)['"]*""", text)
+    )
     if unknown:
         field = unknown.group(unknown.lastindex)
         return f"unknown config field {field!r}; the fields and their meaning are in echo_jax/defaults.py"

@@ -181,8 +181,19 @@ def variant(arg: str | None) -> bool:
     raise ValueError(f"unknown config variant {arg!r}; use 'file.py' (full protocol) or 'file.py:quick'")
 
 
-RATE_DISTORTION_CONFIGS = ("echo", "echo_tanh64", "echo_linear", "vae", "info_vae", "vae_maf", "vae_vamp",
-                           "iaf_prior", "iaf_prior_mmd", "iaf_maf", "iaf_vamp")
+RATE_DISTORTION_CONFIGS = (
+    "echo",
+    "echo_tanh64",
+    "echo_linear",
+    "vae",
+    "info_vae",
+    "vae_maf",
+    "vae_vamp",
+    "iaf_prior",
+    "iaf_prior_mmd",
+    "iaf_maf",
+    "iaf_vamp",
+)
 
 
 def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_overrides: dict, schedule: str = ""):
@@ -211,20 +222,49 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
     c.overrides = {}
     seeds = (0, 1, 2)
     c.groups = (
-        group("A", [rd("echo"), rd("vae")], betas=(1, 0.5, 2, 0.25, 4), seeds=seeds,
-              overrides={**overrides, "dataset": "binary_mnist"},
-              description="binarized MNIST, echo and vae, five betas"),
-        group("B", [rd(m) for m in RATE_DISTORTION_CONFIGS], betas=(1,), seeds=seeds,
-              overrides={**overrides, "dataset": "binary_mnist"},
-              description="binarized MNIST, beta = 1, all rate-distortion configs"),
-        group("C", [(m, f"rate_distortion/{m}.py{arg}", {"dataset": d}) for d in ("omniglot", "fashion_mnist")
-                    for m in ("echo", "vae")], betas=(1, 0.5, 2), seeds=seeds, overrides=overrides,
-              description="Omniglot and Fashion-MNIST, echo and vae, three betas"),
-        group("D", [(m, f"disentanglement/{config}.py{arg}", {"dataset": d, **extra})
-                    for d in ("dsprites", "dsprites_correlated")
-                    for m, config, extra in (("echo", "echo", {}), ("vae", "vae", {}),
-                                             ("echo_tc10", "echo", {"model": {"tc_weight": 10.0}}))],
-              betas=(1,), seeds=seeds, overrides=dsprites_overrides,
-              description="dSprites and correlated dSprites at beta = 1, with and without a TC penalty"),
+        group(
+            "A",
+            [rd("echo"), rd("vae")],
+            betas=(1, 0.5, 2, 0.25, 4),
+            seeds=seeds,
+            overrides={**overrides, "dataset": "binary_mnist"},
+            description="binarized MNIST, echo and vae, five betas",
+        ),
+        group(
+            "B",
+            [rd(m) for m in RATE_DISTORTION_CONFIGS],
+            betas=(1,),
+            seeds=seeds,
+            overrides={**overrides, "dataset": "binary_mnist"},
+            description="binarized MNIST, beta = 1, all rate-distortion configs",
+        ),
+        group(
+            "C",
+            [
+                (m, f"rate_distortion/{m}.py{arg}", {"dataset": d})
+                for d in ("omniglot", "fashion_mnist")
+                for m in ("echo", "vae")
+            ],
+            betas=(1, 0.5, 2),
+            seeds=seeds,
+            overrides=overrides,
+            description="Omniglot and Fashion-MNIST, echo and vae, three betas",
+        ),
+        group(
+            "D",
+            [
+                (m, f"disentanglement/{config}.py{arg}", {"dataset": d, **extra})
+                for d in ("dsprites", "dsprites_correlated")
+                for m, config, extra in (
+                    ("echo", "echo", {}),
+                    ("vae", "vae", {}),
+                    ("echo_tc10", "echo", {"model": {"tc_weight": 10.0}}),
+                )
+            ],
+            betas=(1,),
+            seeds=seeds,
+            overrides=dsprites_overrides,
+            description="dSprites and correlated dSprites at beta = 1, with and without a TC penalty",
+        ),
     )
     return c

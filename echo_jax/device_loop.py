@@ -21,7 +21,8 @@ it would crowd: with ``data_loop="auto"`` such a split is served by the host loo
 
 from __future__ import annotations
 
-from typing import Callable, Final
+from collections.abc import Callable
+from typing import Final
 
 import flax
 import jax
@@ -118,10 +119,13 @@ def resolve_data_loop(data_loop: str, split_bytes: int, capacity_bytes: int) -> 
     if data_loop == "device" and not fits:
         raise MemoryError(
             f"the training split takes {split_bytes / 2**20:.0f} MiB, more than {MAX_DATA_FRACTION:.0%} of a "
-            f"device's {capacity_bytes / 2**20:.0f} MiB; use data_loop='host' (or 'auto', which falls back to it)")
+            f"device's {capacity_bytes / 2**20:.0f} MiB; use data_loop='host' (or 'auto', which falls back to it)"
+        )
     if not fits:
-        logging.warning("the training split (%.0f MiB) does not fit on the device beside the models: "
-                        "serving it from the host", split_bytes / 2**20)
+        logging.warning(
+            "the training split (%.0f MiB) does not fit on the device beside the models: serving it from the host",
+            split_bytes / 2**20,
+        )
         return "host"
     if data_loop == "device":
         return "device"
@@ -140,8 +144,11 @@ def device_data(dataset: ArrayDataset, batch_size: int, seed: int, sharding=None
         placed = jax.device_put(images, sharding)
     key = jax.random.PRNGKey(seed)
     if sharding is not None:
-        key = jax.device_put(key, sharding) if jax.process_count() == 1 else (
-            jax.make_array_from_process_local_data(sharding, np.asarray(key)))
+        key = (
+            jax.device_put(key, sharding)
+            if jax.process_count() == 1
+            else (jax.make_array_from_process_local_data(sharding, np.asarray(key)))
+        )
     return DeviceData(images=placed, key=key, batch_size=batch_size, dynamic=dataset.binarize == "dynamic")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -61,8 +61,11 @@ def evaluators(config) -> dict[str, Callable]:
     if config.experiment != "disentanglement":
         return {}
     correlated = config.dataset == "dsprites_correlated"
-    return {"disentanglement": lambda model, params, test_set: evaluate_model(
-        model, params, config, test_set if correlated else None)}
+    return {
+        "disentanglement": lambda model, params, test_set: evaluate_model(
+            model, params, config, test_set if correlated else None
+        )
+    }
 
 
 def evaluate_model(model: Autoencoder, params, config, heldout: ArrayDataset | None = None) -> dict:
@@ -79,11 +82,17 @@ def evaluate_model(model: Autoencoder, params, config, heldout: ArrayDataset | N
       "heldout_mig_per_factor"]}.
     """
     represent = make_represent(model, params, jax.random.PRNGKey(config.seed + 7), config.representation)
-    mig = metrics.mig_from_model(dsprites.sample_factors, render, represent, num_points=config.mig_points,
-                                 batch_size=config.batch_size)
+    mig = metrics.mig_from_model(
+        dsprites.sample_factors, render, represent, num_points=config.mig_points, batch_size=config.batch_size
+    )
     factor_vae = metrics.factor_vae_score(
-        dsprites.sample_factors, render, represent, dsprites.FACTOR_SIZES, batch_size=config.batch_size,
-        num_train=config.factor_vae_train, num_eval=config.factor_vae_eval,
+        dsprites.sample_factors,
+        render,
+        represent,
+        dsprites.FACTOR_SIZES,
+        batch_size=config.batch_size,
+        num_train=config.factor_vae_train,
+        num_eval=config.factor_vae_eval,
         num_variance_estimate=config.factor_vae_variance_points,
     )
     out = {
@@ -94,8 +103,9 @@ def evaluate_model(model: Autoencoder, params, config, heldout: ArrayDataset | N
         "active_dims": int(factor_vae["num_active_dims"]),
     }
     if heldout is not None:
-        held = metrics.mig_from_model(heldout_sampler(heldout), render, represent, num_points=config.mig_points,
-                                      batch_size=config.batch_size)
+        held = metrics.mig_from_model(
+            heldout_sampler(heldout), render, represent, num_points=config.mig_points, batch_size=config.batch_size
+        )
         out["heldout_mig"] = float(held["mig"])
         out["heldout_mig_per_factor"] = [float(v) for v in held["per_factor"]]
     return out

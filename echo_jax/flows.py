@@ -22,7 +22,7 @@ MAF marginal: ``u, log_det = flow(z)``, ``log m(z) = log N(u; 0, I) + log_det``;
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import distrax
 import flax.linen as nn
@@ -58,13 +58,14 @@ def autoregressive_mask(num_blocks: int, n_in: int, n_out: int, exclusive: bool)
     if num_blocks < 1 or n_out // num_blocks < 1:
         raise ValueError(
             f"autoregressive_mask: a layer of {n_out} units cannot hold {num_blocks} autoregressive "
-            f"blocks; use at least {num_blocks} units (the event size) in every layer")
+            f"blocks; use at least {num_blocks} units (the event size) in every layer"
+        )
     block_in = n_in // num_blocks
     block_out = n_out // num_blocks
     mask = np.zeros((n_out, n_in), dtype=np.float32)
     first_row = block_out if exclusive else 0
     for block in range(num_blocks):
-        mask[first_row + block * block_out:, block * block_in:(block + 1) * block_in] = 1.0
+        mask[first_row + block * block_out :, block * block_in : (block + 1) * block_in] = 1.0
     return mask.T
 
 
@@ -85,10 +86,12 @@ class MaskedDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        mask = jnp.asarray(autoregressive_mask(self.num_blocks, x.shape[-1], self.features,
-                                               self.exclusive), dtype=x.dtype)
-        kernel = self.param("kernel", lambda key, shape: mask * self.kernel_init(key, shape),
-                            (x.shape[-1], self.features))
+        mask = jnp.asarray(
+            autoregressive_mask(self.num_blocks, x.shape[-1], self.features, self.exclusive), dtype=x.dtype
+        )
+        kernel = self.param(
+            "kernel", lambda key, shape: mask * self.kernel_init(key, shape), (x.shape[-1], self.features)
+        )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return x @ (kernel * mask) + bias
 
@@ -143,15 +146,16 @@ class MADE(nn.Module):
         if too_small:
             raise ValueError(
                 f"MADE: hidden sizes {tuple(self.hidden_sizes)} include layers narrower than the "
-                f"event size {dim}; every hidden layer needs at least {dim} units")
+                f"event size {dim}; every hidden layer needs at least {dim} units"
+            )
         hidden = x
         for layer, units in enumerate(self.hidden_sizes):
-            hidden = MaskedDense(units, num_blocks=dim, exclusive=layer == 0,
-                                 name=f"hidden_{layer}")(hidden)
+            hidden = MaskedDense(units, num_blocks=dim, exclusive=layer == 0, name=f"hidden_{layer}")(hidden)
             hidden = self.activation(hidden)
         output_init = _zero_extra_params_init(self.num_params, nn.initializers.glorot_normal())
-        out = MaskedDense(dim * self.num_params, num_blocks=dim, exclusive=False,
-                          kernel_init=output_init, name="output")(hidden)
+        out = MaskedDense(
+            dim * self.num_params, num_blocks=dim, exclusive=False, kernel_init=output_init, name="output"
+        )(hidden)
         # Output unit r belongs to block r // num_params: TFP's (D, num_params) layout.
         return out.reshape(x.shape[:-1] + (dim, self.num_params))
 
@@ -179,7 +183,8 @@ class MaskedAutoregressive(distrax.Bijector):
         if params.shape != x.shape + params.shape[-1:] or params.shape[-1] not in (1, 2):
             raise ValueError(
                 f"MaskedAutoregressive: the conditioner must map {x.shape} to {x.shape + (1,)} "
-                f"(shift) or {x.shape + (2,)} (shift, log-scale), got {params.shape}")
+                f"(shift) or {x.shape + (2,)} (shift, log-scale), got {params.shape}"
+            )
         if params.shape[-1] == 1:
             return params[..., 0], None
         log_scale = params[..., 1]
@@ -211,8 +216,7 @@ class MaskedAutoregressive(distrax.Bijector):
         # The first pass runs outside the loop so that a Flax conditioner creates its parameters
         # there (during init) rather than inside a traced loop body.
         x, log_scale = sequential_pass(jnp.zeros_like(y))
-        x, log_scale = jax.lax.fori_loop(1, y.shape[-1], lambda _, carry: sequential_pass(carry[0]),
-                                         (x, log_scale))
+        x, log_scale = jax.lax.fori_loop(1, y.shape[-1], lambda _, carry: sequential_pass(carry[0]), (x, log_scale))
         return x, jnp.sum(log_scale, axis=-1)
 
 
@@ -237,14 +241,14 @@ class AutoregressiveFlow(nn.Module):
     def setup(self) -> None:
         if self.num_steps < 1:
             raise ValueError(f"AutoregressiveFlow: num_steps must be >= 1, got {self.num_steps}")
-        self.steps = [MADE(hidden_sizes=tuple(self.hidden_sizes), num_params=2 if self.affine else 1,
-                           name=f"made_{step}") for step in range(self.num_steps)]
+        self.steps = [
+            MADE(hidden_sizes=tuple(self.hidden_sizes), num_params=2 if self.affine else 1, name=f"made_{step}")
+            for step in range(self.num_steps)
+        ]
 
     def _check_input(self, x: Array, method: str) -> None:
         if x.ndim < 1 or x.shape[-1] < 1:
-            raise ValueError(
-                f"AutoregressiveFlow.{method}: input must have shape (..., D) with D >= 1, "
-                f"got {x.shape}")
+            raise ValueError(f"AutoregressiveFlow.{method}: input must have shape (..., D) with D >= 1, got {x.shape}")
 
     def __call__(self, x: Array) -> tuple[Array, Array]:
         """The parallel direction.

@@ -9,7 +9,8 @@ Each head maps features (B, F) to a `HeadOutput`. Randomness comes from the Flax
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -137,6 +138,4 @@ class IAFHead(nn.Module):
         z0 = mean + jnp.exp(0.5 * log_var) * jax.random.normal(self.make_rng("noise"), mean.shape)
         z, log_det = self.iaf(z0)
         log_q_base = diag_gaussian_log_prob(z0, mean, log_var)
-        return HeadOutput(
-            z=z, mean=mean, log_var=log_var, z0=z0, log_q=log_q_base - log_det, log_q_base=log_q_base
-        )
+        return HeadOutput(z=z, mean=mean, log_var=log_var, z0=z0, log_q=log_q_base - log_det, log_q_base=log_q_base)

@@ -89,9 +89,15 @@ class TensorBoard:
         # file, so a resume within the same second would otherwise overwrite the interrupted run's file.
         suffix = f".{os.getpid()}.{uuid.uuid4().hex[:8]}"
         for name in self.names:
-            self._writers.append(tensorboardx.SummaryWriter(
-                logdir=os.path.join(self.logdir, name), purge_step=resume_step, max_queue=100, flush_secs=30,
-                filename_suffix=suffix))
+            self._writers.append(
+                tensorboardx.SummaryWriter(
+                    logdir=os.path.join(self.logdir, name),
+                    purge_step=resume_step,
+                    max_queue=100,
+                    flush_secs=30,
+                    filename_suffix=suffix,
+                )
+            )
 
     def write(self, step: int, split: str, values: Mapping[str, Sequence[float] | np.ndarray]) -> None:
         """Writes ``f"{split}/{name}"`` at ``step`` for each model, leaving out non-finite values.
@@ -108,8 +114,9 @@ class TensorBoard:
         for name, value in values.items():
             array = np.asarray(value, dtype=np.float64)
             if array.shape != (len(self.names),):
-                raise ValueError(f"{split}/{name}: expected one value per model ({len(self.names)}), "
-                                 f"got shape {array.shape}")
+                raise ValueError(
+                    f"{split}/{name}: expected one value per model ({len(self.names)}), got shape {array.shape}"
+                )
             arrays[name] = array
         for i, writer in enumerate(self._writers):
             for name, array in arrays.items():
@@ -170,5 +177,12 @@ def progress(total: int, *, initial: int = 0, desc: str = "", unit: str = "step"
     Raises:
       ConfigError: ECHO_JAX_PROGRESS is set to something other than 0 or 1.
     """
-    return tqdm.tqdm(total=total, initial=initial, desc=desc or None, unit=unit, dynamic_ncols=True,
-                     mininterval=1.0, disable=not _progress_enabled())
+    return tqdm.tqdm(
+        total=total,
+        initial=initial,
+        desc=desc or None,
+        unit=unit,
+        dynamic_ncols=True,
+        mininterval=1.0,
+        disable=not _progress_enabled(),
+    )

@@ -7,7 +7,7 @@ All values are in nats.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -119,8 +119,11 @@ def mmd(key: Array, z: Array, *, bandwidth: float | Array | None = None) -> Arra
     elif isinstance(bandwidth, (int, float)) and bandwidth <= 0:
         raise ValueError(f"mmd: bandwidth must be > 0, got {bandwidth}")
     prior = jax.random.normal(key, z.shape, z.dtype)
-    return (_gaussian_kernel_mean(z, z, bandwidth) + _gaussian_kernel_mean(prior, prior, bandwidth)
-            - 2.0 * _gaussian_kernel_mean(z, prior, bandwidth))
+    return (
+        _gaussian_kernel_mean(z, z, bandwidth)
+        + _gaussian_kernel_mean(prior, prior, bandwidth)
+        - 2.0 * _gaussian_kernel_mean(z, prior, bandwidth)
+    )
 
 
 def vamp_log_prob(z: Array, means: Array, log_vars: Array, *, as_coded: bool = False) -> Array:
@@ -141,7 +144,8 @@ def vamp_log_prob(z: Array, means: Array, log_vars: Array, *, as_coded: bool = F
     if z.ndim != 2 or means.ndim != 2 or means.shape != log_vars.shape or means.shape[1] != z.shape[1]:
         raise ValueError(
             f"vamp_log_prob: need z (B, D) and means, log_vars (K, D) with the same D, got "
-            f"z {z.shape}, means {means.shape}, log_vars {log_vars.shape}")
+            f"z {z.shape}, means {means.shape}, log_vars {log_vars.shape}"
+        )
     if means.shape[0] < 1:
         raise ValueError("vamp_log_prob: need at least one component (K >= 1)")
     component_log_probs = diag_gaussian_log_prob(z[:, None, :], means[None], log_vars[None])  # (B, K)
@@ -168,8 +172,7 @@ class MAFMarginal(nn.Module):
     affine: bool = False
 
     def setup(self) -> None:
-        self.flow = AutoregressiveFlow(num_steps=self.num_steps, hidden_sizes=self.hidden_sizes,
-                                       affine=self.affine)
+        self.flow = AutoregressiveFlow(num_steps=self.num_steps, hidden_sizes=self.hidden_sizes, affine=self.affine)
 
     def __call__(self, z: Array) -> Array:
         """Same as `log_prob`, so that ``MAFMarginal().init(key, z)`` creates the parameters."""

@@ -18,7 +18,7 @@ loss = distortion + beta * rate (+ mmd_weight * mmd + tc_weight * tc).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax
 import flax.linen as nn
@@ -28,6 +28,7 @@ import optax
 
 from echo_jax import heads, marginals, networks
 from echo_jax.validation import check_encoder_marginal
+
 
 @flax.struct.dataclass
 class ModelOutput:

@@ -237,8 +237,7 @@ class ConvEncoder(nn.Module):
                 f"ConvEncoder takes 28x28 images (its last 7x7 VALID layer needs a 7x7 map), got {x.shape}; "
                 "use the 'mlp' trunks for other sizes"
             )
-        layers = [(32, 5, 1, "SAME"), (32, 5, 2, "SAME"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"),
-                  (256, 7, 1, "VALID")]
+        layers = [(32, 5, 1, "SAME"), (32, 5, 2, "SAME"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"), (256, 7, 1, "VALID")]
         for i, (features, kernel, stride, padding) in enumerate(layers):
             layer = self.conv(features, (kernel, kernel), (stride, stride), padding, name=f"conv{i}", **keras_init)
             x = nn.relu(layer(x))
@@ -274,11 +273,18 @@ class ConvDecoder(nn.Module):
         if z.ndim != 2:
             raise ValueError(f"ConvDecoder expects latents of shape (batch, latent_dim), got {z.shape}")
         x = z[:, None, None, :]
-        layers = [(64, 7, 1, "VALID"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"), (32, 5, 1, "SAME"),
-                  (32, 5, 2, "SAME"), (32, 4, 1, "SAME")]
+        layers = [
+            (64, 7, 1, "VALID"),
+            (64, 5, 1, "SAME"),
+            (64, 5, 2, "SAME"),
+            (32, 5, 1, "SAME"),
+            (32, 5, 2, "SAME"),
+            (32, 4, 1, "SAME"),
+        ]
         for i, (features, kernel, stride, padding) in enumerate(layers):
-            layer = self.conv_transpose(features, (kernel, kernel), (stride, stride), padding, name=f"deconv{i}",
-                                        **keras_init)
+            layer = self.conv_transpose(
+                features, (kernel, kernel), (stride, stride), padding, name=f"deconv{i}", **keras_init
+            )
             x = nn.relu(layer(x))
         return self.conv(self.output_channels, (5, 5), (1, 1), "SAME", name="conv_out", **keras_init)(x)
 

@@ -92,8 +92,9 @@ def _check_clip(clip, caller: str) -> None:
         return  # traced: checked where it was concrete
     values = np.asarray(clip, dtype=np.float64)
     if not np.all((values > 0) & (values < 1)):
-        raise ValueError(f"{caller}: clip must lie in (0, 1), got {clip!r}; echo_clip(batch_size - 1) gives the "
-                         "paper's value")
+        raise ValueError(
+            f"{caller}: clip must lie in (0, 1), got {clip!r}; echo_clip(batch_size - 1) gives the paper's value"
+        )
 
 
 def _check_shapes(fx: jax.Array, log_s: jax.Array) -> None:

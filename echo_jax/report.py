@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -37,9 +37,18 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(rows, key=lambda r: (method_name(r), r["dataset"], r["beta"], r["seed"])):
         t = r["test"]
-        cells = [method_name(r), r["dataset"], f"{r['beta']:g}", str(r["seed"]), f"{t['rate']:.2f}",
-                 f"{t['distortion']:.2f}", f"{t['neg_elbo']:.2f}",
-                 *[f"{t[k]:.2f}" if k in t else "" for k in extra], str(r["steps"]), f"{r['seconds']:.0f}"]
+        cells = [
+            method_name(r),
+            r["dataset"],
+            f"{r['beta']:g}",
+            str(r["seed"]),
+            f"{t['rate']:.2f}",
+            f"{t['distortion']:.2f}",
+            f"{t['neg_elbo']:.2f}",
+            *[f"{t[k]:.2f}" if k in t else "" for k in extra],
+            str(r["steps"]),
+            f"{r['seconds']:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -51,7 +60,7 @@ def _by_method(rows):
     out = {}
     for key, group in groups.items():
         betas = sorted({r["beta"] for r in group})
-        mean = lambda b, k: float(np.mean([r["test"][k] for r in group if r["beta"] == b]))
+        mean = lambda b, k, group=group: float(np.mean([r["test"][k] for r in group if r["beta"] == b]))
         out[key] = {k: np.array([mean(b, k) for b in betas]) for k in ("rate", "distortion", "neg_elbo")}
         out[key]["beta"] = np.array(betas)
     return out

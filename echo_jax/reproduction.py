@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.stats
@@ -131,10 +131,21 @@ def load_finished(runs: Sequence[campaign_lib.Run], done: dict[str, str]) -> lis
                 if record["split"] == "test":
                     curve.append((float(record["epoch"]), float(record["test"]["neg_elbo"])))
         extra = {k: v for k, v in row.items() if isinstance(v, dict) and k != "test"}
-        out.append(Result(run.variant, row["dataset"], float(row["beta"]), int(row["seed"]), row["test"],
-                          extra.get(results["experiment"], {}), curve, int(row["steps"]),
-                          curve[-1][0] if curve else float("nan"), row["network"],
-                          results.get("run", {}).get("commit")))
+        out.append(
+            Result(
+                run.variant,
+                row["dataset"],
+                float(row["beta"]),
+                int(row["seed"]),
+                row["test"],
+                extra.get(results["experiment"], {}),
+                curve,
+                int(row["steps"]),
+                curve[-1][0] if curve else float("nan"),
+                row["network"],
+                results.get("run", {}).get("commit"),
+            )
+        )
     return out
 
 
@@ -153,9 +164,11 @@ def budget(results: Sequence[Result]) -> str:
     networks = sorted({r.network for r in results})
     epochs = sorted({round(r.epochs, 2) for r in results})
     seeds = sorted({r.seed for r in results})
-    return (f"{'/'.join(networks)} network, {'/'.join(f'{e:g}' for e in epochs)} epochs "
-            f"({'/'.join(str(s) for s in sorted({r.steps for r in results}))} steps), "
-            f"seeds {','.join(map(str, seeds))}")
+    return (
+        f"{'/'.join(networks)} network, {'/'.join(f'{e:g}' for e in epochs)} epochs "
+        f"({'/'.join(str(s) for s in sorted({r.steps for r in results}))} steps), "
+        f"seeds {','.join(map(str, seeds))}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- claims
@@ -186,8 +199,9 @@ def rate_distortion_gaps(index, dataset: str, echo: str = "echo", other: str = "
         diffs = []
         for seed, e in index[(dataset, echo, beta)].items():
             curve = [index[(dataset, other, b)][seed] for b in other_betas if seed in index[(dataset, other, b)]]
-            at = distortion_at_rate([c.test["rate"] for c in curve], [c.test["distortion"] for c in curve],
-                                    e.test["rate"])
+            at = distortion_at_rate(
+                [c.test["rate"] for c in curve], [c.test["distortion"] for c in curve], e.test["rate"]
+            )
             if at is not None:
                 diffs.append(e.test["distortion"] - at)
         if diffs:
@@ -196,7 +210,7 @@ def rate_distortion_gaps(index, dataset: str, echo: str = "echo", other: str = "
 
 
 def dominance_verdict(index, dataset: str, results: Sequence[Result], pending: int = 0) -> Verdict:
-    """"Echo dominates beta-VAE across the rate-distortion range" on one dataset.
+    """ "Echo dominates beta-VAE across the rate-distortion range" on one dataset.
 
     Args:
       index: `_index` of the finished results.
@@ -211,20 +225,22 @@ def dominance_verdict(index, dataset: str, results: Sequence[Result], pending: i
         return Verdict(claim, "not yet measured", "needs Echo and VAE curves (>= 2 betas) on >= 2 seeds")
     used = [r for r in results if r.dataset == dataset and r.variant in ("echo", "vae")]
     lines = "; ".join(f"beta {b:g}: {g}" for b, g in sorted(gaps.items()))
-    evidence = (f"Echo's distortion minus the VAE's at Echo's rate, nats, mean [95% CI]: {lines}. "
-                f"Budget: {budget(used)}")
+    evidence = f"Echo's distortion minus the VAE's at Echo's rate, nats, mean [95% CI]: {lines}. Budget: {budget(used)}"
     if pending:
         return Verdict(claim, "not yet measured", f"{pending} Echo/VAE runs of the range pending; so far: {evidence}")
     if all(g.sign < 0 for g in gaps.values()):
         return Verdict(claim, "supported", evidence)
     worse = [b for b, g in gaps.items() if g.sign > 0]
-    why = (f"Echo is worse at beta {', '.join(f'{b:g}' for b in worse)}" if worse
-           else "at some betas the interval contains 0 (inconclusive there)")
+    why = (
+        f"Echo is worse at beta {', '.join(f'{b:g}' for b in worse)}"
+        if worse
+        else "at some betas the interval contains 0 (inconclusive there)"
+    )
     return Verdict(claim, "not supported", f"{why}. {evidence}")
 
 
 def flow_verdict(index, results: Sequence[Result], dataset: str = "binary_mnist") -> Verdict:
-    """"Echo can outperform flow-based methods": Echo's -ELBO at beta = 1 below every flow method's."""
+    """ "Echo can outperform flow-based methods": Echo's -ELBO at beta = 1 below every flow method's."""
     claim = f"Echo outperforms the flow methods (IAF posteriors, MAF marginal) in -ELBO at beta = 1 ({dataset})"
     echo = index.get((dataset, "echo", 1.0), {})
     compared = {}
@@ -236,8 +252,11 @@ def flow_verdict(index, results: Sequence[Result], dataset: str = "binary_mnist"
     if not compared:
         return Verdict(claim, "not yet measured", "needs Echo and the flow methods at beta = 1 on >= 2 seeds")
     used = [r for r in results if r.dataset == dataset and r.beta == 1.0 and r.variant in ("echo", *compared)]
-    evidence = ("Echo -ELBO minus the method's, nats, mean [95% CI]: "
-                + "; ".join(f"{v}: {g}" for v, g in compared.items()) + f". Budget: {budget(used)}")
+    evidence = (
+        "Echo -ELBO minus the method's, nats, mean [95% CI]: "
+        + "; ".join(f"{v}: {g}" for v, g in compared.items())
+        + f". Budget: {budget(used)}"
+    )
     if missing:
         return Verdict(claim, "not yet measured", f"{', '.join(missing)} not finished yet. {evidence}")
     if all(g.sign < 0 for g in compared.values()):
@@ -249,26 +268,37 @@ def disentanglement_verdicts(index, results: Sequence[Result]) -> list[Verdict]:
     """Echo against the VAE (MIG, FactorVAE score) and the TC penalty's effect, on both dSprites sets."""
     out = []
     for dataset in DSPRITES:
-        for other, claim in (("vae", f"Echo disentangles at least as well as the VAE at beta = 1 ({dataset})"),
-                             ("echo_tc10", f"A TC penalty improves Echo's disentanglement ({dataset})")):
+        for other, claim in (
+            ("vae", f"Echo disentangles at least as well as the VAE at beta = 1 ({dataset})"),
+            ("echo_tc10", f"A TC penalty improves Echo's disentanglement ({dataset})"),
+        ):
             first, second = ("echo", other) if other == "vae" else (other, "echo")
             metrics = {}
             for metric in ("mig", "factor_vae"):
-                a, b = paired_by_seed(index.get((dataset, first, 1.0), {}), index.get((dataset, second, 1.0), {}),
-                                      lambda r, m=metric: r.extra[m])
+                a, b = paired_by_seed(
+                    index.get((dataset, first, 1.0), {}),
+                    index.get((dataset, second, 1.0), {}),
+                    lambda r, m=metric: r.extra[m],
+                )
                 if len(a) >= 2:
                     metrics[metric] = paired_interval(a, b)
             if len(metrics) < 2:
                 out.append(Verdict(claim, "not yet measured", f"needs {first} and {second} on >= 2 seeds"))
                 continue
             used = [r for r in results if r.dataset == dataset and r.variant in (first, second)]
-            evidence = (f"{first} minus {second}: " + "; ".join(f"{m}: {g}" for m, g in metrics.items())
-                        + f". Budget: {budget(used)}")
+            evidence = (
+                f"{first} minus {second}: "
+                + "; ".join(f"{m}: {g}" for m, g in metrics.items())
+                + f". Budget: {budget(used)}"
+            )
             if other == "vae":  # "at least as well": no metric significantly worse
                 status = "supported" if all(g.sign >= 0 for g in metrics.values()) else "not supported"
             else:
-                status = "supported" if any(g.sign > 0 for g in metrics.values()) and all(
-                    g.sign >= 0 for g in metrics.values()) else "not supported"
+                status = (
+                    "supported"
+                    if any(g.sign > 0 for g in metrics.values()) and all(g.sign >= 0 for g in metrics.values())
+                    else "not supported"
+                )
             out.append(Verdict(claim, status, evidence))
     return out
 
@@ -285,15 +315,26 @@ def plot_rate_distortion(index, dataset: str, path: str) -> None:
             betas = sorted(b for (d, v, b) in index if d == dataset and v == variant)
             if len(betas) < 2:
                 continue
-            points = [(summarize([r.test["rate"] for r in index[(dataset, variant, b)].values()]),
-                       summarize([r.test["distortion"] for r in index[(dataset, variant, b)].values()]))
-                      for b in betas]
+            points = [
+                (
+                    summarize([r.test["rate"] for r in index[(dataset, variant, b)].values()]),
+                    summarize([r.test["distortion"] for r in index[(dataset, variant, b)].values()]),
+                )
+                for b in betas
+            ]
             x = [p[0].mean for p in points]
             y = [p[1].mean for p in points]
             counts = sorted({p[0].n for p in points})
             seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-            ax.errorbar(x, y, xerr=[p[0].std for p in points], yerr=[p[1].std for p in points], fmt="o-",
-                        capsize=2, label=f"{variant} (n = {seeds} seeds; bars: 1 sd)")
+            ax.errorbar(
+                x,
+                y,
+                xerr=[p[0].std for p in points],
+                yerr=[p[1].std for p in points],
+                fmt="o-",
+                capsize=2,
+                label=f"{variant} (n = {seeds} seeds; bars: 1 sd)",
+            )
             for b, xi, yi in zip(betas, x, y):
                 ax.annotate(f"{b:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
             rates += x
@@ -327,8 +368,9 @@ def plot_learning_curves(index, dataset: str, path: str, beta: float = 1.0) -> N
 # ----------------------------------------------------------------------------------------------- report
 
 
-def write_reproduction(campaign, runs: Sequence[campaign_lib.Run], done: dict[str, str], out_path: str,
-                       figures_dir: str, *, command: str) -> list[Verdict]:
+def write_reproduction(
+    campaign, runs: Sequence[campaign_lib.Run], done: dict[str, str], out_path: str, figures_dir: str, *, command: str
+) -> list[Verdict]:
     """Writes the Markdown report to out_path and its figures to figures_dir; returns the verdicts.
 
     Args:
@@ -343,16 +385,22 @@ def write_reproduction(campaign, runs: Sequence[campaign_lib.Run], done: dict[st
     index = _index(results)
     os.makedirs(figures_dir, exist_ok=True)
     rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(out_path)))
-    pending = lambda d: sum(1 for r in runs if r.key not in done and r.config.dataset == d and r.variant in ("echo", "vae"))
+    pending = lambda d: sum(
+        1 for r in runs if r.key not in done and r.config.dataset == d and r.variant in ("echo", "vae")
+    )
     verdicts = [dominance_verdict(index, d, results, pending(d)) for d in RD_DATASETS]
     verdicts += [flow_verdict(index, results)] + disentanglement_verdicts(index, results)
 
-    md = [f"# Reproduction: campaign `{campaign.name}`", "",
-          f"Generated by `{command}` from the runs committed under `results/{campaign.name}/`: "
-          f"{len(results)} of {len(runs)} runs finished. Every number is a test-set figure in nats (mean ± "
-          "sample standard deviation over seeds); seeds vary the models' initialisation and noise, and all "
-          "runs share one data order, so Echo and the VAE of a seed are compared on the same batches "
-          "(paired differences, 95% t-intervals).", ""]
+    md = [
+        f"# Reproduction: campaign `{campaign.name}`",
+        "",
+        f"Generated by `{command}` from the runs committed under `results/{campaign.name}/`: "
+        f"{len(results)} of {len(runs)} runs finished. Every number is a test-set figure in nats (mean ± "
+        "sample standard deviation over seeds); seeds vary the models' initialisation and noise, and all "
+        "runs share one data order, so Echo and the VAE of a seed are compared on the same batches "
+        "(paired differences, 95% t-intervals).",
+        "",
+    ]
     if campaign.get("schedule"):
         md += [f"**Schedule.** {campaign.schedule}", ""]
     commits = sorted({r.commit or "unknown" for r in results})
@@ -379,8 +427,14 @@ def write_reproduction(campaign, runs: Sequence[campaign_lib.Run], done: dict[st
 
     md += _beta_one_table(index)
     md += _disentanglement_table(index)
-    md += ["## Pending runs", "", f"Continue with `{command.replace('experiments.report', 'experiments.campaign')}` "
-           "(add `--max-minutes M` to stop cleanly in time).", "", "```"]
+    md += [
+        "## Pending runs",
+        "",
+        f"Continue with `{command.replace('experiments.report', 'experiments.campaign')}` "
+        "(add `--max-minutes M` to stop cleanly in time).",
+        "",
+        "```",
+    ]
     md += campaign_lib.status_lines(campaign, runs, done) + ["```", ""]
     write_atomic(out_path, "\n".join(md))
     return verdicts
@@ -393,9 +447,11 @@ def _rd_table(index, dataset: str) -> list[str]:
             continue
         rs = list(by_seed.values())
         iwae = str(summarize([r.test["iwae_nll"] for r in rs])) if all("iwae_nll" in r.test for r in rs) else "n/a"
-        lines.append(f"| {variant} | {beta:g} | {','.join(str(s) for s in sorted(by_seed))} | "
-                     f"{summarize([r.test['rate'] for r in rs])} | {summarize([r.test['distortion'] for r in rs])} | "
-                     f"{summarize([r.test['neg_elbo'] for r in rs])} | {iwae} |")
+        lines.append(
+            f"| {variant} | {beta:g} | {','.join(str(s) for s in sorted(by_seed))} | "
+            f"{summarize([r.test['rate'] for r in rs])} | {summarize([r.test['distortion'] for r in rs])} | "
+            f"{summarize([r.test['neg_elbo'] for r in rs])} | {iwae} |"
+        )
     return lines + [""]
 
 
@@ -404,12 +460,18 @@ def _paired_table(index, dataset: str) -> list[str]:
     if not betas:
         return []
     gaps = rate_distortion_gaps(index, dataset)
-    lines = ["Echo - VAE, paired by seed, mean [95% CI]:", "",
-             "| beta | -ELBO at the same beta | rate | distortion | distortion at Echo's rate |", "|---|---|---|---|---|"]
+    lines = [
+        "Echo - VAE, paired by seed, mean [95% CI]:",
+        "",
+        "| beta | -ELBO at the same beta | rate | distortion | distortion at Echo's rate |",
+        "|---|---|---|---|---|",
+    ]
     for beta in betas:
         e, v = index[(dataset, "echo", beta)], index[(dataset, "vae", beta)]
-        cells = [str(paired_interval(*paired_by_seed(e, v, lambda r, k=k: r.test[k])))
-                 for k in ("neg_elbo", "rate", "distortion")]
+        cells = [
+            str(paired_interval(*paired_by_seed(e, v, lambda r, k=k: r.test[k])))
+            for k in ("neg_elbo", "rate", "distortion")
+        ]
         lines.append(f"| {beta:g} | " + " | ".join(cells) + f" | {gaps.get(beta, 'n/a')} |")
     return lines + [""]
 
@@ -418,14 +480,20 @@ def _beta_one_table(index) -> list[str]:
     keys = sorted(k for k in index if k[2] == 1.0 and k[0] not in DSPRITES)
     if not keys:
         return []
-    lines = ["## beta = 1, every method", "", "| dataset | method | seeds | rate | distortion | -ELBO | IWAE |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## beta = 1, every method",
+        "",
+        "| dataset | method | seeds | rate | distortion | -ELBO | IWAE |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for dataset, variant, _ in keys:
         rs = list(index[(dataset, variant, 1.0)].values())
         iwae = str(summarize([r.test["iwae_nll"] for r in rs])) if all("iwae_nll" in r.test for r in rs) else "n/a"
-        lines.append(f"| {dataset} | {variant} | {len(rs)} | {summarize([r.test['rate'] for r in rs])} | "
-                     f"{summarize([r.test['distortion'] for r in rs])} | {summarize([r.test['neg_elbo'] for r in rs])} "
-                     f"| {iwae} |")
+        lines.append(
+            f"| {dataset} | {variant} | {len(rs)} | {summarize([r.test['rate'] for r in rs])} | "
+            f"{summarize([r.test['distortion'] for r in rs])} | {summarize([r.test['neg_elbo'] for r in rs])} "
+            f"| {iwae} |"
+        )
     return lines + [""]
 
 
@@ -433,12 +501,20 @@ def _disentanglement_table(index) -> list[str]:
     keys = sorted(k for k in index if k[0] in DSPRITES)
     if not keys:
         return []
-    lines = ["## Disentanglement (dSprites)", "", "| dataset | method | seeds | MIG | FactorVAE | held-out MIG | rate |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Disentanglement (dSprites)",
+        "",
+        "| dataset | method | seeds | MIG | FactorVAE | held-out MIG | rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key in keys:
         rs = list(index[key].values())
-        held = str(summarize([r.extra["heldout_mig"] for r in rs])) if all("heldout_mig" in r.extra for r in rs) else "n/a"
-        lines.append(f"| {key[0]} | {key[1]} | {len(rs)} | {summarize([r.extra['mig'] for r in rs])} | "
-                     f"{summarize([r.extra['factor_vae'] for r in rs])} | {held} | "
-                     f"{summarize([r.test['rate'] for r in rs])} |")
+        held = (
+            str(summarize([r.extra["heldout_mig"] for r in rs])) if all("heldout_mig" in r.extra for r in rs) else "n/a"
+        )
+        lines.append(
+            f"| {key[0]} | {key[1]} | {len(rs)} | {summarize([r.extra['mig'] for r in rs])} | "
+            f"{summarize([r.extra['factor_vae'] for r in rs])} | {held} | "
+            f"{summarize([r.test['rate'] for r in rs])} |"
+        )
     return lines + [""]

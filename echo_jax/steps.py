@@ -6,7 +6,8 @@ beta and the learning rate are traced values, so one compiled step serves every 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -74,8 +75,13 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> o
     return optax.multi_transform({"model": adam, "discriminator": discriminator_adam}, labels)
 
 
-def create_train_state(model: model_lib.Autoencoder, optimizer: optax.GradientTransformation, key: jax.Array,
-                       sample_batch: jax.Array, mean_image: jax.Array) -> TrainState:
+def create_train_state(
+    model: model_lib.Autoencoder,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    sample_batch: jax.Array,
+    mean_image: jax.Array,
+) -> TrainState:
     """A fresh TrainState for one model (vmap it over keys for several)."""
     init_key, noise_key, run_key = jax.random.split(key, 3)
     params = model.init({"params": init_key, "noise": noise_key}, sample_batch)["params"]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +71,10 @@ def device_memory_bytes() -> int:
 def model_bytes(train_step: Callable, init: Callable, sample_batch: jax.Array, strategy: str = "auto") -> int:
     """Device memory one more model costs: its state in and out and its step's temporaries (from XLA's
     memory analysis of the compiled single-model step); back-to-back steps keep only the states resident."""
-    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
-                         jax.eval_shape(init, jax.ShapeDtypeStruct((1, 2), jnp.uint32)))
+    state = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype),
+        jax.eval_shape(init, jax.ShapeDtypeStruct((1, 2), jnp.uint32)),
+    )
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     if resolve_strategy(strategy) == "sequential":
         return state_bytes
@@ -82,8 +85,14 @@ def model_bytes(train_step: Callable, init: Callable, sample_batch: jax.Array, s
 
 
 def models_per_program(
-    train_step: Callable, init: Callable, sample_batch: jax.Array, num_models: int, strategy: str = "auto",
-    *, capacity_bytes: int | None = None, memory_fraction: float = 0.7,
+    train_step: Callable,
+    init: Callable,
+    sample_batch: jax.Array,
+    num_models: int,
+    strategy: str = "auto",
+    *,
+    capacity_bytes: int | None = None,
+    memory_fraction: float = 0.7,
 ) -> int:
     """How many models one program can train at once without running out of device memory.
 
@@ -113,8 +122,12 @@ def models_per_program(
             "available; use a smaller batch_size or network"
         )
     if fit < num_models:
-        logging.warning("%d models do not fit in memory at once (about %.0f MiB each): training them in "
-                        "chunks of %d", num_models, per_model / 2**20, fit)
+        logging.warning(
+            "%d models do not fit in memory at once (about %.0f MiB each): training them in chunks of %d",
+            num_models,
+            per_model / 2**20,
+            fit,
+        )
     return min(num_models, fit)
 
 
@@ -160,8 +173,7 @@ class Population:
       strategy: ``auto``, ``vmap`` or ``sequential`` (see the module docstring).
     """
 
-    def __init__(self, train_step: Callable, init: Callable, keys: jax.Array, betas: jax.Array,
-                 strategy: str = "auto"):
+    def __init__(self, train_step: Callable, init: Callable, keys: jax.Array, betas: jax.Array, strategy: str = "auto"):
         self.num_models = int(betas.shape[0])
         self.strategy = resolve_strategy(strategy)
         self._eval_cache: dict[Callable, Callable] = {}
@@ -209,8 +221,7 @@ class Population:
         sharding = None if self.strategy == "sequential" else self._replicated
         return device_loop.device_data(dataset, batch_size, seed, sharding)
 
-    def run_steps(self, data: device_loop.DeviceData, order: jax.Array, epoch: int, start: int,
-                  num_steps: int) -> None:
+    def run_steps(self, data: device_loop.DeviceData, order: jax.Array, epoch: int, start: int, num_steps: int) -> None:
         """`num_steps` updates of every model in one dispatch (one per model when sequential), on batches
         ``start .. start + num_steps - 1`` of `epoch` cut on the device from `data` in the epoch's `order`
         (`device_loop.epoch_order`); the batches must lie inside the epoch. Asynchronous, as `step`."""
@@ -229,8 +240,12 @@ class Population:
             else:
                 step = jax.vmap(self._single_step, in_axes=(0, None, 0))
                 multi = device_loop.make_multi_step(step, num_steps)
-                jitted = jax.jit(multi, out_shardings=(self._models, self._models), donate_argnums=0,
-                                 compiler_options=cpu_compiler_options())
+                jitted = jax.jit(
+                    multi,
+                    out_shardings=(self._models, self._models),
+                    donate_argnums=0,
+                    compiler_options=cpu_compiler_options(),
+                )
             self._multi_cache[num_steps] = jitted
         return self._multi_cache[num_steps]
 
@@ -249,8 +264,12 @@ class Population:
         analysis = lowered.compile().memory_analysis()
         if analysis is None:
             return 0
-        return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
-                   - analysis.alias_size_in_bytes)
+        return int(
+            analysis.argument_size_in_bytes
+            + analysis.output_size_in_bytes
+            + analysis.temp_size_in_bytes
+            - analysis.alias_size_in_bytes
+        )
 
     def block_until_ready(self) -> None:
         """Waits until every model's last step has finished (for timing)."""
@@ -275,8 +294,11 @@ class Population:
             if self.strategy == "sequential":
                 cache[eval_step] = jax.jit(eval_step, compiler_options=cpu_compiler_options())
             else:
-                cache[eval_step] = jax.jit(jax.vmap(eval_step, in_axes=(0, None, None, 0)),
-                                           out_shardings=self._models, compiler_options=cpu_compiler_options())
+                cache[eval_step] = jax.jit(
+                    jax.vmap(eval_step, in_axes=(0, None, None, 0)),
+                    out_shardings=self._models,
+                    compiler_options=cpu_compiler_options(),
+                )
         return cache[eval_step]
 
     def stacked_states(self) -> Any:

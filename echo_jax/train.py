@@ -20,7 +20,8 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +61,10 @@ def load_datasets(config: ml_collections.ConfigDict) -> tuple[ArrayDataset, Arra
         except ValueError as e:
             if isinstance(e, UserError):
                 raise
-            raise ConfigError(f"dataset {config.dataset!r}, {split} split (config.num_{split}_examples = {limit}, "
-                              f"config.binarize = {config.binarize!r}): {e}") from None
+            raise ConfigError(
+                f"dataset {config.dataset!r}, {split} split (config.num_{split}_examples = {limit}, "
+                f"config.binarize = {config.binarize!r}): {e}"
+            ) from None
         if len(dataset) < config.batch_size:
             raise ConfigError(
                 f"batch_size {config.batch_size} is larger than the {split} split of {config.dataset} "
@@ -77,8 +80,9 @@ def data_seed_of(config: ml_collections.ConfigDict) -> int:
     return config.seed if data_seed is None else data_seed
 
 
-def evaluate(population: sweep.Population, eval_step: Callable, dataset: ArrayDataset, batch_size: int,
-             key: jax.Array) -> list[dict]:
+def evaluate(
+    population: sweep.Population, eval_step: Callable, dataset: ArrayDataset, batch_size: int, key: jax.Array
+) -> list[dict]:
     """Mean test terms of every model, over the full batches of `dataset`, with a fixed key."""
     totals, count = None, 0
     bar = logs.progress(data_lib.num_batches(dataset, batch_size), desc="evaluate", unit="batch")
@@ -154,11 +158,16 @@ def train_and_evaluate(
     rows = []
     for first in range(0, len(runs), chunk_size):
         chunk = runs[first : first + chunk_size]
-        identity = {"runs": [list(r) for r in chunk], "chunk": first // chunk_size, "chunk_size": chunk_size,
-                    "num_models": len(runs)}
+        identity = {
+            "runs": [list(r) for r in chunk],
+            "chunk": first // chunk_size,
+            "chunk_size": chunk_size,
+            "num_models": len(runs),
+        }
         name = "checkpoints" if chunk_size >= len(runs) else f"checkpoints-{first // chunk_size}"
-        rows += train_population(program, chunk, identity, os.path.join(workdir, name),
-                                 on_step=on_step, should_stop=should_stop)
+        rows += train_population(
+            program, chunk, identity, os.path.join(workdir, name), on_step=on_step, should_stop=should_stop
+        )
     results = {"experiment": config.experiment, "results": rows}
     if jax.process_index() == 0:
         write_atomic(os.path.join(workdir, "results.json"), dumps_strict(results, indent=2))
@@ -175,8 +184,18 @@ def _build_program(config, workdir: str, train_set, test_set, evaluators) -> Pro
     eval_step = steps.make_eval_step(model)
     iwae_samples = config.iwae_samples if model.encoder != "echo" else 0
     final_eval_step = steps.make_eval_step(model, iwae_samples=iwae_samples) if iwae_samples else eval_step
-    return Program(config, workdir, model, steps.make_train_step(model, optimizer), init, eval_step,
-                   final_eval_step, train_set, test_set, evaluators)
+    return Program(
+        config,
+        workdir,
+        model,
+        steps.make_train_step(model, optimizer),
+        init,
+        eval_step,
+        final_eval_step,
+        train_set,
+        test_set,
+        evaluators,
+    )
 
 
 def _hardware_layout(program: Program, runs: list) -> tuple[int, str]:
@@ -195,8 +214,9 @@ def _hardware_layout(program: Program, runs: list) -> tuple[int, str]:
         if config.models_per_program:
             return config.models_per_program
         spare = memory - split_bytes() if data_loop == "device" else None
-        return sweep.models_per_program(program.train_step, program.init, sample, len(runs), config.sweep_strategy,
-                                        capacity_bytes=spare)
+        return sweep.models_per_program(
+            program.train_step, program.init, sample, len(runs), config.sweep_strategy, capacity_bytes=spare
+        )
 
     return workdir_lib.layout(program.workdir, runs, decide_chunk_size, decide_data_loop)
 
@@ -217,9 +237,15 @@ class Periodic:
         return any(step % n == 0 for n in self.every) and (self.at_end or step < total_steps)
 
 
-def train_population(program: Program, runs: Sequence[tuple[float, int]], identity: dict, checkpoint_dir: str, *,
-                     on_step: Callable[[int], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> list[dict]:
+def train_population(
+    program: Program,
+    runs: Sequence[tuple[float, int]],
+    identity: dict,
+    checkpoint_dir: str,
+    *,
+    on_step: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[dict]:
     """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
 
     Each dispatch runs one update (the host loop) or up to ``steps_per_call`` updates (the on-device loop),
@@ -266,8 +292,9 @@ class _PopulationRun:
         config = program.config
         keys = jnp.stack([jax.random.PRNGKey(seed) for _, seed in runs])
         betas = jnp.asarray([beta for beta, _ in runs], jnp.float32)
-        self.population = sweep.Population(program.train_step, program.init, keys, betas,
-                                           strategy=config.sweep_strategy)
+        self.population = sweep.Population(
+            program.train_step, program.init, keys, betas, strategy=config.sweep_strategy
+        )
         self.program, self.runs, self.identity = program, runs, identity
         self.checkpoints = checkpoints.Checkpointer(checkpoint_dir)
         self.metrics_path = os.path.join(program.workdir, "metrics.jsonl")
@@ -296,8 +323,9 @@ class _PopulationRun:
             return meta["step"]
         if states is not None:
             self.population.load_states(states)
-            logging.info("resumed %s at step %d of %d", self.checkpoints.directory, meta["step"],
-                         self.program.total_steps)
+            logging.info(
+                "resumed %s at step %d of %d", self.checkpoints.directory, meta["step"], self.program.total_steps
+            )
         step = self.last_good = int(meta["step"])
         self.start = time.perf_counter() - float(meta["seconds"])
         if jax.process_index() == 0:
@@ -335,8 +363,9 @@ class _PopulationRun:
         if self.last_good != step:
             self.save(step)
         self._close()
-        raise RunInterrupted(f"stopped at step {step} of {self.program.total_steps}; rerun to resume from "
-                             f"{self.checkpoints.directory}")
+        raise RunInterrupted(
+            f"stopped at step {step} of {self.program.total_steps}; rerun to resume from {self.checkpoints.directory}"
+        )
 
     # ----------------------------------------------------------------------------------- periodic actions
 
@@ -350,15 +379,22 @@ class _PopulationRun:
         self._record("train", step, jax.tree.map(lambda x: np.asarray(x).tolist(), host))
         if self.tensorboard is not None:
             self.tensorboard.write(step, "train", host)
-        logging.info("step %d/%d (epoch %.2f): loss %s rate %s distortion %s", step, self.program.total_steps,
-                     step / self.program.steps_per_epoch, _fmt(host["loss"]), _fmt(host["rate"]),
-                     _fmt(host["distortion"]))
+        logging.info(
+            "step %d/%d (epoch %.2f): loss %s rate %s distortion %s",
+            step,
+            self.program.total_steps,
+            step / self.program.steps_per_epoch,
+            _fmt(host["loss"]),
+            _fmt(host["rate"]),
+            _fmt(host["distortion"]),
+        )
 
     def evaluate(self, step: int, eval_step: Callable | None = None) -> list[dict]:
         """Evaluates every model on the test split and logs the terms; raises `DivergedError` if non-finite."""
         program = self.program
-        test = evaluate(self.population, eval_step or program.eval_step, program.test_set,
-                        program.config.batch_size, self.eval_key)
+        test = evaluate(
+            self.population, eval_step or program.eval_step, program.test_set, program.config.batch_size, self.eval_key
+        )
         bad = [self.runs[m] for m, row in enumerate(test) if not all(np.isfinite(v) for v in row.values())]
         if bad:
             raise self._diverged(f"the test evaluation at step {step} is non-finite for (beta, seed) {bad}")
@@ -377,9 +413,11 @@ class _PopulationRun:
         if self.program.evaluators:
             params = self.population.stacked_states().params
             for m in range(len(self.runs)):
-                model_params = jax.tree.map(lambda x: x[m], params)
-                extra[m] = {name: evaluator(self.program.model, model_params, self.program.test_set)
-                            for name, evaluator in self.program.evaluators.items()}
+                model_params = jax.tree.map(lambda x, m=m: x[m], params)
+                extra[m] = {
+                    name: evaluator(self.program.model, model_params, self.program.test_set)
+                    for name, evaluator in self.program.evaluators.items()
+                }
         seconds = time.perf_counter() - self.start
         self.save(step, test=test, extra=extra)
         self._close()
@@ -389,16 +427,36 @@ class _PopulationRun:
 
     def _rows(self, test: list, extra: list, seconds: float) -> list[dict]:
         config, model = self.program.config, self.program.model
-        return [{"beta": beta, "seed": seed, "dataset": config.dataset, "network": model.network,
-                 "encoder": model.encoder, "marginal": model.marginal, "test": test[m],
-                 "steps": self.program.total_steps, "seconds": seconds, "data_loop": self.program.data_loop,
-                 **extra[m]} for m, (beta, seed) in enumerate(self.runs)]
+        return [
+            {
+                "beta": beta,
+                "seed": seed,
+                "dataset": config.dataset,
+                "network": model.network,
+                "encoder": model.encoder,
+                "marginal": model.marginal,
+                "test": test[m],
+                "steps": self.program.total_steps,
+                "seconds": seconds,
+                "data_loop": self.program.data_loop,
+                **extra[m],
+            }
+            for m, (beta, seed) in enumerate(self.runs)
+        ]
 
     def _record(self, split: str, step: int, values: dict) -> None:
         if jax.process_index() == 0:
-            append_jsonl(self.metrics_path, {"split": split, "step": step, "epoch": step / self.program.steps_per_epoch,
-                                             "beta": [b for b, _ in self.runs], "seed": [s for _, s in self.runs],
-                                             **values})
+            append_jsonl(
+                self.metrics_path,
+                {
+                    "split": split,
+                    "step": step,
+                    "epoch": step / self.program.steps_per_epoch,
+                    "beta": [b for b, _ in self.runs],
+                    "seed": [s for _, s in self.runs],
+                    **values,
+                },
+            )
 
     def _diverged(self, what: str) -> DivergedError:
         """The error of a diverged run: what happened, which checkpoint exists, and what to do."""

@@ -26,9 +26,25 @@ SWEEP_STRATEGIES = ("auto", "vmap", "sequential")
 DATA_LOOPS = ("auto", "host", "device")
 REPRESENTATIONS = ("sample", "mean")
 DSPRITES = ("dsprites", "dsprites_correlated")
-_MODEL_FIELDS = ("network", "mlp_hidden", "latent_dim", "encoder", "marginal", "echo_activation", "echo_fx_bound",
-                 "echo_clip", "echo_order", "flow_steps", "flow_hidden", "flow_affine", "vamp_components",
-                 "vamp_as_coded", "mmd_weight", "mmd_bandwidth", "tc_weight")
+_MODEL_FIELDS = (
+    "network",
+    "mlp_hidden",
+    "latent_dim",
+    "encoder",
+    "marginal",
+    "echo_activation",
+    "echo_fx_bound",
+    "echo_clip",
+    "echo_order",
+    "flow_steps",
+    "flow_hidden",
+    "flow_affine",
+    "vamp_components",
+    "vamp_as_coded",
+    "mmd_weight",
+    "mmd_bandwidth",
+    "tc_weight",
+)
 # The networks built for one image size: the paper's conv trunk for 28x28, disentanglement_lib's for 64x64.
 NETWORK_IMAGE_SIZE = {"conv": 28, "dsprites": 64}
 
@@ -43,8 +59,8 @@ def check_encoder_marginal(encoder: str, marginal: str) -> None:
     _choice("model.marginal", marginal, MARGINALS)
     if (encoder == "echo") != (marginal == "none"):
         raise ConfigError(
-            f"config.model.encoder = {encoder!r} with config.model.marginal = {marginal!r}: Echo's rate is exact and uses "
-            "marginal='none'; the gaussian and iaf encoders need a marginal (std_normal, maf or vamp)"
+            f"config.model.encoder = {encoder!r} with config.model.marginal = {marginal!r}: Echo's rate is exact "
+            "and uses marginal='none'; the gaussian and iaf encoders need a marginal (std_normal, maf or vamp)"
         )
 
 
@@ -61,8 +77,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("dataset", config.dataset, tuple(data.available()))
     _choice("data_source", get("data_source", "files"), DATA_SOURCES)
     if get("data_source") == "tfds" and config.dataset == "mnist_sample":
-        raise ConfigError("config.data_source = 'tfds': mnist_sample ships with echo-jax and has no tfds "
-                          "dataset; use data_source files")
+        raise ConfigError(
+            "config.data_source = 'tfds': mnist_sample ships with echo-jax and has no tfds "
+            "dataset; use data_source files"
+        )
     if config.binarize:
         _choice("binarize", config.binarize, tuple(data.BINARIZATIONS))
     for name in ("num_train_examples", "num_test_examples"):
@@ -70,13 +88,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     if "model" not in config:
         moved = sorted(set(config.keys()) & set(_MODEL_FIELDS))
-        raise ConfigError("the config has no model group" + (f" (it sets {', '.join(moved)} at the top level)" if moved
-                          else "") + ": the Autoencoder's fields live in config.model (e.g. config.model.encoder); "
-                          "start the config from echo_jax.defaults")
+        raise ConfigError(
+            "the config has no model group"
+            + (f" (it sets {', '.join(moved)} at the top level)" if moved else "")
+            + ": the Autoencoder's fields live in config.model (e.g. config.model.encoder); "
+            "start the config from echo_jax.defaults"
+        )
     misplaced = sorted(set(config.keys()) & set(_MODEL_FIELDS))
     if misplaced:
-        raise ConfigError(f"config.{misplaced[0]} is a field of the model: set config.model.{misplaced[0]} instead "
-                          "(the Autoencoder's fields live in config.model)")
+        raise ConfigError(
+            f"config.{misplaced[0]} is a field of the model: set config.model.{misplaced[0]} instead "
+            "(the Autoencoder's fields live in config.model)"
+        )
     _validate_model(config.model, config.dataset)
     _number("discriminator_learning_rate", config.discriminator_learning_rate, above=0)
 
@@ -85,8 +108,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
         raise ConfigError(f"config.betas = {config.betas!r}: {e}") from None
     for beta in betas:
-        _number("betas" if config.betas not in ("", None) else "beta", beta, minimum=0,
-                fix="the objective is distortion + beta * rate")
+        _number(
+            "betas" if config.betas not in ("", None) else "beta",
+            beta,
+            minimum=0,
+            fix="the objective is distortion + beta * rate",
+        )
     _integer("num_seeds", config.num_seeds, minimum=1)
     _integer("seed", config.seed, minimum=0)
     if get("data_seed") is not None:
@@ -120,8 +147,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     if config.experiment == "disentanglement":
         if config.dataset not in DSPRITES:
-            raise ConfigError(f"config.dataset = {config.dataset!r}: the disentanglement metrics need dSprites' "
-                              "factors; use dsprites or dsprites_correlated")
+            raise ConfigError(
+                f"config.dataset = {config.dataset!r}: the disentanglement metrics need dSprites' "
+                "factors; use dsprites or dsprites_correlated"
+            )
         _choice("representation", config.representation, REPRESENTATIONS)
         for name in ("mig_points", "factor_vae_train", "factor_vae_eval", "factor_vae_variance_points"):
             _integer(name, get(name), minimum=1)
@@ -144,8 +173,10 @@ def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
     _number("model.echo_fx_bound", model.echo_fx_bound, above=0)
     clip = model.echo_clip
     if clip is not None and not (_finite(clip) and 0 < clip < 1):
-        raise ConfigError(f"config.model.echo_clip = {clip!r}: the noise scale's bound must lie in (0, 1); leave "
-                          "it unset to solve it from the batch size")
+        raise ConfigError(
+            f"config.model.echo_clip = {clip!r}: the noise scale's bound must lie in (0, 1); leave "
+            "it unset to solve it from the batch size"
+        )
     _choice("model.echo_order", model.echo_order, ECHO_ORDERS)
     _integer("model.flow_steps", model.flow_steps, minimum=1)
     _sizes("model.flow_hidden", model.flow_hidden)
@@ -156,8 +187,10 @@ def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
         _number("model.mmd_bandwidth", model.mmd_bandwidth, above=0, fix="leave it unset for sqrt(D^2 / 2)")
     unknown = set(model.keys()) - set(_MODEL_FIELDS)
     if unknown:
-        raise ConfigError(f"config.model.{sorted(unknown)[0]} is not a field of the Autoencoder; remove it "
-                          f"(the fields: {', '.join(_MODEL_FIELDS)})")
+        raise ConfigError(
+            f"config.model.{sorted(unknown)[0]} is not a field of the Autoencoder; remove it "
+            f"(the fields: {', '.join(_MODEL_FIELDS)})"
+        )
 
 
 def _choice(name: str, value: Any, choices: tuple) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -51,8 +51,12 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
         existing = defaults.flat_fields(json.load(f))
     resolved = defaults.flat_fields(config)
     added = defaults.flat_fields(defaults.rate_distortion_config())
-    differing = sorted(name for name in set(existing) | set(resolved) if existing.get(name) != resolved.get(name)
-                       and not (name not in existing and resolved.get(name) == added.get(name)))
+    differing = sorted(
+        name
+        for name in set(existing) | set(resolved)
+        if existing.get(name) != resolved.get(name)
+        and not (name not in existing and resolved.get(name) == added.get(name))
+    )
     if differing:
         raise WorkdirError(
             f"workdir {workdir} holds another run (its config differs in: {', '.join(differing)}); "
@@ -79,8 +83,9 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
         write_atomic(config_path, json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True))
 
 
-def layout(workdir: str, runs: list, decide_chunk_size: Callable[[str], int],
-           decide_data_loop: Callable[[], str]) -> tuple[int, str]:
+def layout(
+    workdir: str, runs: list, decide_chunk_size: Callable[[str], int], decide_data_loop: Callable[[], str]
+) -> tuple[int, str]:
     """How the run meets the hardware, decided once and recorded in the work directory's layout.json, then
     reused on resume: the models per program (so a checkpoint always meets the same models) and the data
     loop, ``host`` or ``device`` (so a resumed run continues the same data stream, even where ``auto``

@@ -13,16 +13,22 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from echo_jax import cli
 from echo_jax import campaign as campaign_lib
+from echo_jax import cli
 
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
 _GROUPS = flags.DEFINE_multi_string("group", None, "Only this group (repeatable); default: all, in order.")
-_MAX_MINUTES = flags.DEFINE_float("max-minutes", None, "Time budget: training stops at 90% of it, "
-                                  "after a checkpoint; no program starts in the last 10%.")
+_MAX_MINUTES = flags.DEFINE_float(
+    "max-minutes",
+    None,
+    "Time budget: training stops at 90% of it, after a checkpoint; no program starts in the last 10%.",
+)
 _RESULTS = flags.DEFINE_string("results", "results", "Folder of campaign results (<results>/<campaign>/...).")
-_WORKDIR = flags.DEFINE_string("workdir", os.path.join(os.path.expanduser("~"), ".cache", "echo_jax", "campaigns"),
-                               "Scratch folder of the programs' checkpoints.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir",
+    os.path.join(os.path.expanduser("~"), ".cache", "echo_jax", "campaigns"),
+    "Scratch folder of the programs' checkpoints.",
+)
 _LAYOUT = flags.DEFINE_enum("layout", "auto", campaign_lib.LAYOUTS, "How runs are packed into sweep programs.")
 _STATUS = flags.DEFINE_bool("status", False, "Only print what is done and what is left.")
 flags.mark_flag_as_required("campaign")
@@ -40,8 +46,14 @@ def main(argv):
             print(line)
         return
     campaign_lib.run_campaign(
-        campaign, root=root, results_dir=results_dir, work_dir=_WORKDIR.value, groups=_GROUPS.value,
-        max_minutes=_MAX_MINUTES.value, layout=_LAYOUT.value, log=lambda line: print(line, flush=True),
+        campaign,
+        root=root,
+        results_dir=results_dir,
+        work_dir=_WORKDIR.value,
+        groups=_GROUPS.value,
+        max_minutes=_MAX_MINUTES.value,
+        layout=_LAYOUT.value,
+        log=lambda line: print(line, flush=True),
     )
 
 

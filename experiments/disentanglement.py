@@ -9,7 +9,6 @@ Same flags and work-directory layout as experiments.rate_distortion; results.jso
 """
 
 from echo_jax import cli
-
 from experiments.rate_distortion import main
 
 if __name__ == "__main__":

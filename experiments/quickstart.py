@@ -11,8 +11,7 @@ import os
 
 from absl import flags, logging
 
-from echo_jax import cli
-from echo_jax import defaults, report, train
+from echo_jax import cli, defaults, report, train
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Directory for the runs and the report.")
 _BETAS = flags.DEFINE_string("betas", "0.25,0.5,1,2,4", "Comma-separated betas swept for each method.")
@@ -37,11 +36,11 @@ def main(argv):
 def budget_note(epochs: int) -> str:
     """What this run's numbers can and cannot say, and where the long runs are."""
     return (
-        f"Budget: {epochs} epoch{'s' if epochs != 1 else ''} of the 9,000 bundled training digits (MLP 784-500-500, latent 32, batch 100, "
-        "Adam lr 1e-3), one seed per beta, test terms on 1,000 digits: a smoke test of the pipeline, not the "
-        "paper's result. Echo starts slower than the VAE, so at short budgets its curve lies above the VAE's. "
-        "For 100-epoch runs on binarized MNIST with three seeds, error bars and a verdict per claim of the "
-        "paper, see docs/reproduction.md."
+        f"Budget: {epochs} epoch{'s' if epochs != 1 else ''} of the 9,000 bundled training digits "
+        "(MLP 784-500-500, latent 32, batch 100, Adam lr 1e-3), one seed per beta, test terms on 1,000 digits: "
+        "a smoke test of the pipeline, not the paper's result. Echo starts slower than the VAE, so at short "
+        "budgets its curve lies above the VAE's. For 100-epoch runs on binarized MNIST with three seeds, "
+        "error bars and a verdict per claim of the paper, see docs/reproduction.md."
     )
 
 

@@ -11,18 +11,21 @@ finished runs under --results, with a verdict per claim of the paper.
 
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from echo_jax import cli
 from echo_jax import campaign as campaign_lib
-from echo_jax import report, reproduction
+from echo_jax import cli, report, reproduction
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A finished run's directory (repeatable).")
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
 _RESULTS = flags.DEFINE_string("results", "results", "Folder of campaign results (with --campaign).")
-_OUT = flags.DEFINE_string("out", None, "Where to write: a folder for --workdir (default: the first one), "
-                           "the Markdown file for --campaign (default: docs/reproduction.md).")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Where to write: a folder for --workdir (default: the first one), "
+    "the Markdown file for --campaign (default: docs/reproduction.md).",
+)
 
 
 def main(argv):
@@ -41,7 +44,11 @@ def main(argv):
     done = campaign_lib.finished_runs(os.path.join(_RESULTS.value, campaign.name))
     out = _OUT.value or os.path.join("docs", "reproduction.md")
     verdicts = reproduction.write_reproduction(
-        campaign, runs, done, out, os.path.join(os.path.dirname(out) or ".", "figures", "reproduction"),
+        campaign,
+        runs,
+        done,
+        out,
+        os.path.join(os.path.dirname(out) or ".", "figures", "reproduction"),
         command=f"python -m experiments.report --campaign {path}",
     )
     for v in verdicts:

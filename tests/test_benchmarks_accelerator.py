@@ -28,6 +28,11 @@ def test_rows_past_the_time_budget_are_marked_skipped(tmp_path):
 
 
 def test_runs_as_a_module():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.accelerator", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.accelerator", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--smoke" in proc.stdout, proc.stderr[-2000:]

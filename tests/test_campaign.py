@@ -48,8 +48,13 @@ def load(path):
 def run(path, tmp_path, **kwargs):
     lines = []
     complete = campaign.run_campaign(
-        load(path), root=campaign.config_root(path), results_dir=str(tmp_path / "results" / "tiny"),
-        work_dir=str(tmp_path / "work"), log=lines.append, **kwargs)
+        load(path),
+        root=campaign.config_root(path),
+        results_dir=str(tmp_path / "results" / "tiny"),
+        work_dir=str(tmp_path / "work"),
+        log=lines.append,
+        **kwargs,
+    )
     return complete, lines
 
 
@@ -65,13 +70,24 @@ def test_run_key_follows_what_the_config_computes():
     key = campaign.run_key(base)
     same = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1, 0)
     assert campaign.run_key(same) == key  # 1 and 1.0 are the same beta
-    for name, value in [("learning_rate", 3e-4), ("beta", 2.0), ("seed", 1), ("dataset", "mnist"),
-                        ("data_seed", 5), ("model", {"mlp_hidden": (500,)})]:
+    for name, value in [
+        ("learning_rate", 3e-4),
+        ("beta", 2.0),
+        ("seed", 1),
+        ("dataset", "mnist"),
+        ("data_seed", 5),
+        ("model", {"mlp_hidden": (500,)}),
+    ]:
         changed = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
         campaign._override(changed, {name: value})
         assert campaign.run_key(changed) != key, name
-    for name, value in [("log_every_steps", 7), ("data_dir", "/elsewhere"), ("sweep_strategy", "vmap"),
-                        ("checkpoint_every_steps", 9), ("models_per_program", 2)]:
+    for name, value in [
+        ("log_every_steps", 7),
+        ("data_dir", "/elsewhere"),
+        ("sweep_strategy", "vmap"),
+        ("checkpoint_every_steps", 9),
+        ("models_per_program", 2),
+    ]:
         changed = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
         changed[name] = value
         assert campaign.run_key(changed) == key, name
@@ -112,8 +128,15 @@ def test_plan_orders_by_priority_and_trains_a_shared_run_once(tmp_path):
     path = write_campaign(tmp_path)
     runs = campaign.plan(load(path), campaign.config_root(path))
     assert [(r.variant, r.beta, r.seed) for r in runs] == [
-        ("echo", 1, 0), ("echo", 1, 1), ("vae", 1, 0), ("vae", 1, 1),
-        ("echo", 2, 0), ("echo", 2, 1), ("vae", 2, 0), ("vae", 2, 1)]
+        ("echo", 1, 0),
+        ("echo", 1, 1),
+        ("vae", 1, 0),
+        ("vae", 1, 1),
+        ("echo", 2, 0),
+        ("echo", 2, 1),
+        ("vae", 2, 0),
+        ("vae", 2, 1),
+    ]
     shared = [r for r in runs if r.variant == "vae" and r.beta == 1 and r.seed == 0]
     assert shared[0].groups == ["A", "B"]
     only_b = campaign.plan(load(path), campaign.config_root(path), groups=["B"])
@@ -127,14 +150,19 @@ def test_programs_pack_betas_and_seeds(tmp_path):
     runs = campaign.plan(load(path), campaign.config_root(path))
     per_beta = campaign.programs(runs, "per_beta")
     assert [[(r.variant, r.beta, r.seed) for r in p.runs] for p in per_beta] == [
-        [("echo", 1, 0), ("echo", 1, 1)], [("vae", 1, 0), ("vae", 1, 1)],
-        [("echo", 2, 0), ("echo", 2, 1)], [("vae", 2, 0), ("vae", 2, 1)]]
+        [("echo", 1, 0), ("echo", 1, 1)],
+        [("vae", 1, 0), ("vae", 1, 1)],
+        [("echo", 2, 0), ("echo", 2, 1)],
+        [("vae", 2, 0), ("vae", 2, 1)],
+    ]
     per_variant = campaign.programs(runs, "per_variant")
     assert [len(p.runs) for p in per_variant] == [4, 4]
     for p in per_variant + per_beta:  # a program's sweep trains exactly its runs, in its order
         assert sweep.runs_of(p.config) == [(r.beta, r.seed) for r in p.runs]
-        assert all(campaign.run_key(campaign.single_run_config(p.config, b, s)) == r.key
-                   for (b, s), r in zip(sweep.runs_of(p.config), p.runs))
+        assert all(
+            campaign.run_key(campaign.single_run_config(p.config, b, s)) == r.key
+            for (b, s), r in zip(sweep.runs_of(p.config), p.runs)
+        )
     missing = [r for r in runs if (r.variant, r.beta, r.seed) not in {("echo", 1, 0), ("vae", 1, 1)}]
     packed = campaign.programs(missing, "per_variant")
     assert sorted(len(p.runs) for p in packed) == [1, 1, 2, 2]  # not a grid: per beta
@@ -165,7 +193,7 @@ def test_runs_what_is_missing_and_keys_results_by_config(tmp_path):
     assert results["run"]["program"] == {"betas": [1.0], "seed": 0, "num_seeds": 2, "strategy": "sequential"}
     config = json.loads(open(os.path.join(directory, "config.json")).read())
     assert (config["beta"], config["seed"], config["data_seed"], config["betas"]) == (1.0, 1, 0, "")
-    metrics = [json.loads(l) for l in open(os.path.join(directory, "metrics.jsonl"))]
+    metrics = [json.loads(line) for line in open(os.path.join(directory, "metrics.jsonl"))]
     assert [m["epoch"] for m in metrics if m["split"] == "test"] == [1.0, 2.0]
     assert all(m["seed"] == 1 and m["beta"] == 1.0 for m in metrics)
 
@@ -195,11 +223,11 @@ def test_time_budget_stops_cleanly_and_the_next_call_resumes(tmp_path):
 
     clock = iter(range(10**6))  # one "second" per reading: start 0, before the program 1, before step k: k + 1
     complete, lines = run(path, tmp_path, groups=["B"], max_minutes=0.08, clock=lambda: float(next(clock)))
-    assert not complete and any("time budget spent" in l for l in lines)
+    assert not complete and any("time budget spent" in line for line in lines)
     assert finished(tmp_path) == {}
     (workdir,) = (tmp_path / "work" / "tiny").iterdir()
     assert (workdir / "checkpoints").is_dir() and not (workdir / "results.json").exists()
-    assert any("stopped at step 3 of 8" in l for l in lines) and any("pending: vae" in l for l in lines)
+    assert any("stopped at step 3 of 8" in line for line in lines) and any("pending: vae" in line for line in lines)
 
     complete, lines = run(path, tmp_path, groups=["B"])
     assert complete
@@ -221,12 +249,18 @@ def test_no_program_starts_once_the_budget_is_spent(tmp_path):
 
 def test_run_metrics_keeps_the_last_record_of_a_repeated_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    records = [{"split": "train", "step": 2, "loss": [1.0, 2.0]}, {"split": "train", "step": 4, "loss": [3.0, 4.0]},
-               {"split": "train", "step": 4, "loss": [5.0, 6.0]}, {"split": "test", "step": 4, "test": [{"a": 1}, {"a": 2}]}]
+    records = [
+        {"split": "train", "step": 2, "loss": [1.0, 2.0]},
+        {"split": "train", "step": 4, "loss": [3.0, 4.0]},
+        {"split": "train", "step": 4, "loss": [5.0, 6.0]},
+        {"split": "test", "step": 4, "test": [{"a": 1}, {"a": 2}]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert campaign.run_metrics(str(path), 1) == [
-        {"split": "train", "step": 2, "loss": 2.0}, {"split": "test", "step": 4, "test": {"a": 2}},
-        {"split": "train", "step": 4, "loss": 6.0}]
+        {"split": "train", "step": 2, "loss": 2.0},
+        {"split": "test", "step": 4, "test": {"a": 2}},
+        {"split": "train", "step": 4, "loss": 6.0},
+    ]
 
 
 def test_the_paper_campaigns_plan_every_group():
@@ -241,14 +275,30 @@ def test_the_paper_campaigns_plan_every_group():
         assert all(r.config.num_train_steps >= 30_000 or r.config.num_epochs >= 26 for r in by_group["D"])
         assert any(r.config.model.tc_weight > 0 for r in by_group["D"])
     mlp = campaign.plan(load(os.path.join(REPO, "configs", "campaigns", "paper_mlp.py")), os.path.join(REPO, "configs"))
-    assert {(r.config.num_epochs, r.config.batch_size, r.config.model.latent_dim, tuple(r.config.model.mlp_hidden))
-            for r in mlp if "D" not in r.groups} == {(100, 100, 32, (500, 500))}
+    assert {
+        (r.config.num_epochs, r.config.batch_size, r.config.model.latent_dim, tuple(r.config.model.mlp_hidden))
+        for r in mlp
+        if "D" not in r.groups
+    } == {(100, 100, 32, (500, 500))}
 
 
 def test_cli_status(tmp_path):
     path = write_campaign(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "experiments.campaign", "--campaign", path, "--status",
-                          "--results", str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.campaign",
+            "--campaign",
+            path,
+            "--status",
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "group A: 0/8 runs done" in out.stdout and "pending: echo mnist_sample beta=2 seeds 0,1" in out.stdout
 

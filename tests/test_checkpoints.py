@@ -24,14 +24,22 @@ NUM_MODELS = 3
 def make_states(seed: int = 0) -> TrainState:
     """Three models' train states stacked on a leading axis, one Adam step in (so no moment is zero)."""
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
-    params = {"dense": {"kernel": jax.random.normal(keys[0], (NUM_MODELS, 4, 3)),
-                        "bias": jax.random.normal(keys[1], (NUM_MODELS, 3))}}
+    params = {
+        "dense": {
+            "kernel": jax.random.normal(keys[0], (NUM_MODELS, 4, 3)),
+            "bias": jax.random.normal(keys[1], (NUM_MODELS, 3)),
+        }
+    }
     optimizer = optax.adam(1e-3)
     opt_state = jax.vmap(optimizer.init)(params)
     grads = jax.tree.map(lambda p: jnp.sin(p) + 0.5, params)
     updates, opt_state = jax.vmap(optimizer.update)(grads, opt_state, params)
-    return TrainState(step=jnp.full((NUM_MODELS,), 1, jnp.int32), params=optax.apply_updates(params, updates),
-                      opt_state=opt_state, key=jax.random.split(keys[2], NUM_MODELS))
+    return TrainState(
+        step=jnp.full((NUM_MODELS,), 1, jnp.int32),
+        params=optax.apply_updates(params, updates),
+        opt_state=opt_state,
+        key=jax.random.split(keys[2], NUM_MODELS),
+    )
 
 
 def assert_bit_equal(actual, expected):
@@ -42,8 +50,12 @@ def assert_bit_equal(actual, expected):
         assert a.tobytes() == e.tobytes()
 
 
-META = {"identity": {"runs": [["echo", 0.5, 1], ["vae", 1.0, 2]], "chunk_size": 2},
-        "seconds": 12.25, "test": [{"rate": 3.5, "nested": {"x": [1, 2.5, None, True]}}], "extra": [{}, {}]}
+META = {
+    "identity": {"runs": [["echo", 0.5, 1], ["vae", 1.0, 2]], "chunk_size": 2},
+    "seconds": 12.25,
+    "test": [{"rate": 3.5, "nested": {"x": [1, 2.5, None, True]}}],
+    "extra": [{}, {}],
+}
 
 
 @pytest.fixture
@@ -78,8 +90,9 @@ def test_keeps_the_latest_max_to_keep_steps_and_a_new_instance_finds_them(tmp_pa
     directory = str(tmp_path / "ckpt")
     with Checkpointer(directory, max_to_keep=2) as checkpointer:
         for step in (1, 2, 3):
-            checkpointer.save(step, jax.tree.map(lambda x, s=step: x + s if x.dtype.kind == "f" else x, states),
-                              {"step": step})
+            checkpointer.save(
+                step, jax.tree.map(lambda x, s=step: x + s if x.dtype.kind == "f" else x, states), {"step": step}
+            )
         assert sorted(os.listdir(directory)) == ["2", "3"]
         assert checkpointer.latest_step() == 3
     with Checkpointer(directory, max_to_keep=2) as checkpointer:
@@ -126,7 +139,7 @@ def test_a_damaged_checkpoint_raises_workdir_error_naming_it(tmp_path, states, d
     elif damage == "meta":
         (step_dir / "meta" / "metadata").write_text("{not json")
     else:
-        for root, dirs, files in os.walk(step_dir / "state", topdown=False):
+        for root, _dirs, files in os.walk(step_dir / "state", topdown=False):
             for name in files:
                 os.remove(os.path.join(root, name))
             os.rmdir(root)
@@ -142,9 +155,14 @@ def test_a_damaged_checkpoint_raises_workdir_error_naming_it(tmp_path, states, d
 def test_a_checkpoint_of_other_arrays_is_refused(tmp_path, states):
     with Checkpointer(str(tmp_path)) as checkpointer:
         checkpointer.save(1, states, {})
-        wider = states.replace(params={"dense": {**states.params["dense"], "bias": np.zeros((NUM_MODELS, 4), np.float32)}})
-        with pytest.raises(WorkdirError, match=r"params\.dense\.bias: float32\[3, 3\] on disk, float32\[3, 4\] "
-                                               r"expected\); use a new --workdir"):
+        wider = states.replace(
+            params={"dense": {**states.params["dense"], "bias": np.zeros((NUM_MODELS, 4), np.float32)}}
+        )
+        with pytest.raises(
+            WorkdirError,
+            match=r"params\.dense\.bias: float32\[3, 3\] on disk, float32\[3, 4\] "
+            r"expected\); use a new --workdir",
+        ):
             checkpointer.restore(wider)
         with pytest.raises(WorkdirError, match=r"step: int32\[3\] on disk, float32\[3\] expected"):
             checkpointer.restore(states.replace(step=np.zeros((NUM_MODELS,), np.float32)))
@@ -216,8 +234,13 @@ def test_reads_legacy_msgpack_checkpoints(tmp_path, states):
 
     write_legacy(path, states, 80, 7.0, identity=META["identity"], test=META["test"], extra=META["extra"])
     _, meta = read_msgpack_checkpoint(str(path), template)
-    assert meta == {"step": 80, "seconds": 7.0, "identity": META["identity"], "test": META["test"],
-                    "extra": META["extra"]}
+    assert meta == {
+        "step": 80,
+        "seconds": 7.0,
+        "identity": META["identity"],
+        "test": META["test"],
+        "extra": META["extra"],
+    }
 
     write_legacy(path, states, 8, 1.0)  # the oldest files named no models
     _, meta = read_msgpack_checkpoint(str(path), template)
@@ -230,9 +253,15 @@ def test_a_damaged_legacy_file_raises_workdir_error(tmp_path, states):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(WorkdirError) as raised:
         read_msgpack_checkpoint(str(path), states)
-    assert re.fullmatch(rf"checkpoint {re.escape(str(path))} cannot be read \(\w+: .*\); delete it to restart that "
-                        r"part of the run from its beginning", str(raised.value))
+    assert re.fullmatch(
+        rf"checkpoint {re.escape(str(path))} cannot be read \(\w+: .*\); delete it to restart that "
+        r"part of the run from its beginning",
+        str(raised.value),
+    )
     write_legacy(path, jax.tree.map(lambda x: np.concatenate([x, x]), states), 40, 3.5)
-    with pytest.raises(WorkdirError, match=r"does not hold this run's state \(key: uint32\[6, 2\] on disk, "
-                                           r"uint32\[3, 2\] expected\); use a new --workdir"):
+    with pytest.raises(
+        WorkdirError,
+        match=r"does not hold this run's state \(key: uint32\[6, 2\] on disk, "
+        r"uint32\[3, 2\] expected\); use a new --workdir",
+    ):
         read_msgpack_checkpoint(str(path), states)

@@ -19,7 +19,11 @@ DIS = ["-m", "experiments.disentanglement", "--config", "configs/disentanglement
 # (case id, arguments after `python`, a fragment the one-line message must contain). A "{workdir}" in
 # the arguments is the case's own work directory; RD and DIS cases get --workdir added.
 CASES = [
-    ("missing_config_file", ["-m", "experiments.rate_distortion", "--config", "configs/nope.py"], "configs/nope.py not found"),
+    (
+        "missing_config_file",
+        ["-m", "experiments.rate_distortion", "--config", "configs/nope.py"],
+        "configs/nope.py not found",
+    ),
     ("unknown_field", RD + ["--config.nonexistent=3"], "unknown config field 'nonexistent'"),
     ("unknown_variant", RD[:-1] + ["configs/rate_distortion/echo.py:bogus"], "unknown config variant 'bogus'"),
     ("wrong_type", RD + ["--config.num_epochs=abc"], "--config.num_epochs=abc"),
@@ -46,7 +50,11 @@ CASES = [
     ("mmd_weight", VAE + ["--config.model.mmd_weight=-1"], "config.model.mmd_weight = -1"),
     ("mmd_bandwidth", VAE + ["--config.model.mmd_bandwidth=-0.5"], "config.model.mmd_bandwidth = -0.5"),
     ("tc_weight", RD + ["--config.model.tc_weight=-1"], "config.model.tc_weight = -1"),
-    ("discriminator_learning_rate", RD + ["--config.discriminator_learning_rate=0"], "config.discriminator_learning_rate"),
+    (
+        "discriminator_learning_rate",
+        RD + ["--config.discriminator_learning_rate=0"],
+        "config.discriminator_learning_rate",
+    ),
     ("beta_negative", RD + ["--config.beta=-1"], "config.beta = -1"),
     ("beta_nan", RD + ["--config.beta=nan"], "config.beta = nan"),
     ("betas_not_numbers", RD + ["--config.betas=1,x"], "config.betas = '1,x'"),
@@ -73,12 +81,23 @@ CASES = [
     ("data_loop", RD + ["--config.data_loop=gpu"], "config.data_loop = 'gpu'"),
     ("steps_per_call", RD + ["--config.steps_per_call=0"], "config.steps_per_call = 0"),
     ("data_source", RD + ["--config.data_source=hub"], "config.data_source = 'hub'"),
-    ("disentanglement_dataset", DIS + ["--config.dataset=mnist_sample", "--config.model.network=mlp"], "config.dataset = 'mnist_sample'"),
+    (
+        "disentanglement_dataset",
+        DIS + ["--config.dataset=mnist_sample", "--config.model.network=mlp"],
+        "config.dataset = 'mnist_sample'",
+    ),
     ("representation", DIS + ["--config.representation=mode"], "config.representation = 'mode'"),
     ("mig_points", DIS + ["--config.mig_points=0"], "config.mig_points = 0"),
-    ("campaign_missing", ["-m", "experiments.campaign", "--campaign", "configs/campaigns/nope.py", "--status"], "nope.py not found"),
-    ("campaign_group", ["-m", "experiments.campaign", "--campaign", "configs/campaigns/paper_mlp.py", "--status",
-                        "--group", "Z"], "unknown group(s) Z"),
+    (
+        "campaign_missing",
+        ["-m", "experiments.campaign", "--campaign", "configs/campaigns/nope.py", "--status"],
+        "nope.py not found",
+    ),
+    (
+        "campaign_group",
+        ["-m", "experiments.campaign", "--campaign", "configs/campaigns/paper_mlp.py", "--status", "--group", "Z"],
+        "unknown group(s) Z",
+    ),
     ("report_workdir", ["-m", "experiments.report", "--workdir", "{workdir}"], "results.json not found"),
     ("report_nothing", ["-m", "experiments.report"], "give either --workdir"),
 ]
@@ -121,6 +140,12 @@ def test_bad_input_ends_in_one_line(case, outcomes):
 
 def test_traceback_on_request(tmp_path):
     env = {**os.environ, "ECHO_JAX_TRACEBACK": "1"}
-    out = subprocess.run([sys.executable, *RD, "--config.model.latent_dim=0", "--workdir", str(tmp_path / "w")],
-                         cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, *RD, "--config.model.latent_dim=0", "--workdir", str(tmp_path / "w")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 1 and "Traceback" in out.stderr and "ConfigError" in out.stderr

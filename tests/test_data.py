@@ -41,7 +41,9 @@ def test_available_lists_every_dataset():
     assert set(data.available()) == expected
 
 
-@pytest.mark.parametrize("split, size, mean", [("train", 50_000, 0.13056), ("valid", 10_000, 0.13113), ("test", 10_000, 0.13251)])
+@pytest.mark.parametrize(
+    "split, size, mean", [("train", 50_000, 0.13056), ("valid", 10_000, 0.13113), ("test", 10_000, 0.13251)]
+)
 def test_binary_mnist_sizes_and_mean_of_ones(shared_data, split, size, mean):
     dataset = data.load("binary_mnist", split, data_dir=shared_data)
     assert dataset.images.shape == (size, 28, 28, 1) and dataset.images.dtype == np.float32

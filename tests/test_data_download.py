@@ -91,7 +91,11 @@ def test_download_success_then_load(server, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(
     "route, error",
-    [("missing.gz", data.DataUnavailableError), ("corrupted.gz", data.ChecksumMismatchError), ("truncated/t10k-labels-idx1-ubyte.gz", data.DataUnavailableError)],
+    [
+        ("missing.gz", data.DataUnavailableError),
+        ("corrupted.gz", data.ChecksumMismatchError),
+        ("truncated/t10k-labels-idx1-ubyte.gz", data.DataUnavailableError),
+    ],
 )
 def test_failed_downloads_leave_nothing_to_trust(server, monkeypatch, tmp_path, route, error):
     base, served = server

@@ -112,7 +112,10 @@ def test_factor_bookkeeping():
     assert sampled.min() == 0 and (sampled.max(axis=0) == np.array(dsprites.FACTOR_SIZES) - 1).all()
 
 
-@pytest.mark.parametrize("bad, message", [(np.zeros((2, 4), int), "shape"), (np.array([[3, 0, 0, 0, 0]]), "out of range"), (np.zeros((1, 5)), "integers")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [(np.zeros((2, 4), int), "shape"), (np.array([[3, 0, 0, 0, 0]]), "out of range"), (np.zeros((1, 5)), "integers")],
+)
 def test_render_rejects_bad_factors(bad, message):
     with pytest.raises(ValueError, match=message):
         dsprites.render(bad)

@@ -15,7 +15,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def unreachable(monkeypatch, key):
-    monkeypatch.setitem(registry.REGISTRY, key, registry.RemoteFile("http://127.0.0.1:9/x", registry.REGISTRY[key].sha256))
+    monkeypatch.setitem(
+        registry.REGISTRY, key, registry.RemoteFile("http://127.0.0.1:9/x", registry.REGISTRY[key].sha256)
+    )
 
 
 def test_truncated_gz_names_the_file(tmp_path):
@@ -37,8 +39,12 @@ def test_damaged_npz_names_the_file(tmp_path, damage):
     folder.mkdir()
     path = folder / "binarized_mnist.npz"
     buffer = tmp_path / "good.npz"
-    np.savez_compressed(buffer, train=np.zeros((5, 784), np.uint8), valid=np.zeros((5, 784), np.uint8),
-                        test=np.zeros((5, 784), np.uint8))
+    np.savez_compressed(
+        buffer,
+        train=np.zeros((5, 784), np.uint8),
+        valid=np.zeros((5, 784), np.uint8),
+        test=np.zeros((5, 784), np.uint8),
+    )
     good = buffer.read_bytes()
     path.write_bytes(good[: len(good) // 2] if damage == "truncate" else b"not a zip archive" * 10)
     with pytest.raises(data.DataFormatError, match=f"{path} is truncated or corrupted") as raised:
@@ -67,8 +73,9 @@ def test_read_only_cache_names_the_missing_file(tmp_path, monkeypatch):
     unreachable(monkeypatch, "mnist/t10k-images-idx3-ubyte.gz")
     folder = tmp_path / "cache"
     folder.mkdir()
-    monkeypatch.setattr(pooch, "retrieve",
-                        lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(folder))))
+    monkeypatch.setattr(
+        pooch, "retrieve", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied", str(folder)))
+    )
     with pytest.raises(data.DataUnavailableError) as raised:
         data.load("mnist", "test", data_dir=folder)
     message = str(raised.value)

@@ -68,15 +68,22 @@ def prepare(builder_class: type, data_dir: Path, file_format: str = "array_recor
 def mnist_arrays(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """split -> (N, 28, 28) uint8 images and (N,) labels, in source order."""
     rng = np.random.default_rng(seed)
-    return {split: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)) for split, n in MNIST_SIZES.items()}
+    return {
+        split: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+        for split, n in MNIST_SIZES.items()
+    }
 
 
 def mnist_builder(name: str, arrays: dict) -> type:
-    features = {"image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-                "label": tfds.features.ClassLabel(num_classes=10)}
+    features = {
+        "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+        "label": tfds.features.ClassLabel(num_classes=10),
+    }
     # As the real builder: the key is the index in the idx file.
-    examples = {split: [(i, {"image": images[i, ..., None], "label": int(labels[i])}) for i in range(len(images))]
-                for split, (images, labels) in arrays.items()}
+    examples = {
+        split: [(i, {"image": images[i, ..., None], "label": int(labels[i])}) for i in range(len(images))]
+        for split, (images, labels) in arrays.items()
+    }
     return make_builder(name, "3.0.1", features, examples)
 
 
@@ -93,10 +100,12 @@ def omniglot_drawings() -> dict[str, np.ndarray]:
 
 def omniglot_builder(drawings: dict[str, np.ndarray]) -> type:
     alphabets = sorted({alphabet for chars in OMNIGLOT_CHARACTERS.values() for alphabet, _ in chars})
-    features = {"image": tfds.features.Tensor(shape=(105, 105, 3), dtype=np.uint8),
-                "alphabet": tfds.features.ClassLabel(names=alphabets),
-                "alphabet_char_id": np.int64,
-                "label": tfds.features.ClassLabel(num_classes=5)}
+    features = {
+        "image": tfds.features.Tensor(shape=(105, 105, 3), dtype=np.uint8),
+        "alphabet": tfds.features.ClassLabel(names=alphabets),
+        "alphabet_char_id": np.int64,
+        "label": tfds.features.ClassLabel(num_classes=5),
+    }
     examples, label = {}, 0
     for split, chars in OMNIGLOT_CHARACTERS.items():
         examples[split] = []
@@ -143,8 +152,10 @@ def tfds_dir(tmp_path_factory) -> Path:
     prepare(mnist_builder("mnist", mnist_arrays(1)), folder)
     prepare(mnist_builder("fashion_mnist", mnist_arrays(2)), folder)
     features = {"image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8)}
-    examples = {split: [(i, {"image": image[..., None]}) for i, image in enumerate(images)]
-                for split, images in binarized_arrays().items()}
+    examples = {
+        split: [(i, {"image": image[..., None]}) for i, image in enumerate(images)]
+        for split, images in binarized_arrays().items()
+    }
     prepare(make_builder("binarized_mnist", "1.0.0", features, examples), folder)
     prepare(omniglot_builder(omniglot_drawings()), folder)
     prepare(dsprites_builder(dsprites_images()), folder)
@@ -353,8 +364,10 @@ def prepare_real_omniglot(extracted: Path, data_dir: Path) -> None:
             for alphabet, char_id, label, *_ in walked:
                 label_names[label] = f"{alphabet}_{char_id}"
             self.info.features["label"].names = label_names
-            return [tfds.core.SplitGenerator(name=split, gen_kwargs={"directory": extracted})
-                    for split in ("train", "test", "small1", "small2")]
+            return [
+                tfds.core.SplitGenerator(name=split, gen_kwargs={"directory": extracted})
+                for split in ("train", "test", "small1", "small2")
+            ]
 
     prepare(Local, data_dir)
 
@@ -363,7 +376,9 @@ def needs_real_builders(test):
     """Marks a test of the real builders: slow, and skipped without TensorFlow or ../shared/data."""
     for mark in (
         pytest.mark.slow,
-        pytest.mark.skipif(not HAS_TENSORFLOW, reason="preparing the real tfds builders (Image features) needs TensorFlow"),
+        pytest.mark.skipif(
+            not HAS_TENSORFLOW, reason="preparing the real tfds builders (Image features) needs TensorFlow"
+        ),
         pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent"),
     ):
         test = mark(test)
@@ -405,14 +420,27 @@ def real_tfds_dir(tmp_path_factory) -> Path:
     with h5py.File(work / "dsprites.hdf5", "w") as upstream:  # the upstream layout: color first
         upstream["imgs"] = dsprites.render(classes)
         upstream["latents/classes"] = np.concatenate([np.zeros((len(classes), 1), np.int64), classes], axis=1)
-        upstream["latents/values"] = np.concatenate([np.ones((len(classes), 1)), dsprites.factor_values(classes)], axis=1)
-    prepare_real("dsprites", {"dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5?raw=true": work / "dsprites.hdf5"}, prepared)
+        upstream["latents/values"] = np.concatenate(
+            [np.ones((len(classes), 1)), dsprites.factor_values(classes)], axis=1
+        )
+    prepare_real(
+        "dsprites", {"dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5?raw=true": work / "dsprites.hdf5"}, prepared
+    )
     return prepared
 
 
-@pytest.mark.parametrize("name, split", [("mnist", "train"), ("mnist", "test"), ("fashion_mnist", "train"),
-                                         ("fashion_mnist", "test"), ("binary_mnist", "train"),
-                                         ("binary_mnist", "valid"), ("binary_mnist", "test")])
+@pytest.mark.parametrize(
+    "name, split",
+    [
+        ("mnist", "train"),
+        ("mnist", "test"),
+        ("fashion_mnist", "train"),
+        ("fashion_mnist", "test"),
+        ("binary_mnist", "train"),
+        ("binary_mnist", "valid"),
+        ("binary_mnist", "test"),
+    ],
+)
 @needs_real_builders
 def test_real_builders_equal_the_builtin_readers(real_tfds_dir, name, split):
     builtin = data.load(name, split, data_dir=SHARED_DATA)

@@ -15,8 +15,9 @@ from tests.helpers import run_on_cpu_devices, tiny
 
 
 def _dataset(images, binarize="none"):
-    return ArrayDataset(name="synthetic", split="train", images=np.asarray(images, np.float32), labels=None,
-                        binarize=binarize)
+    return ArrayDataset(
+        name="synthetic", split="train", images=np.asarray(images, np.float32), labels=None, binarize=binarize
+    )
 
 
 def _population(strategy, num_models=2, batch_size=16):
@@ -26,8 +27,9 @@ def _population(strategy, num_models=2, batch_size=16):
     sample = jnp.zeros((batch_size, 28, 28, 1))
     init = jax.vmap(lambda k: steps.create_train_state(model, optimizer, k, sample, sample[0]))
     keys = jnp.stack([jax.random.PRNGKey(m) for m in range(num_models)])
-    return sweep.Population(steps.make_train_step(model, optimizer), init, keys,
-                            jnp.linspace(0.5, 2.0, num_models), strategy=strategy)
+    return sweep.Population(
+        steps.make_train_step(model, optimizer), init, keys, jnp.linspace(0.5, 2.0, num_models), strategy=strategy
+    )
 
 
 @pytest.mark.parametrize("strategy", ["sequential", "vmap"])
@@ -91,14 +93,22 @@ def test_data_loop_resolution():
 
 
 def test_resume_mid_epoch_gives_the_numbers_of_an_uninterrupted_run(tmp_path):
-    base = dict(data_loop="device", steps_per_call=3, num_train_examples=160, num_epochs=2, log_every_steps=4,
-                betas="0.5,2", iwae_samples=0)  # 10 steps an epoch; dispatches end at 3 4 7 8 10 12 15 16 19 20
+    base = dict(
+        data_loop="device",
+        steps_per_call=3,
+        num_train_examples=160,
+        num_epochs=2,
+        log_every_steps=4,
+        betas="0.5,2",
+        iwae_samples=0,
+    )  # 10 steps an epoch; dispatches end at 3 4 7 8 10 12 15 16 19 20
     uninterrupted = train.train_and_evaluate(tiny(defaults.rate_distortion_config(True), **base), str(tmp_path / "a"))
     updates = []
     config = tiny(defaults.rate_distortion_config(True), **base)
     with pytest.raises(train.RunInterrupted, match="stopped at step 15"):
-        train.train_and_evaluate(config, str(tmp_path / "b"), on_step=updates.append,
-                                 should_stop=lambda: bool(updates) and updates[-1] > 12)
+        train.train_and_evaluate(
+            config, str(tmp_path / "b"), on_step=updates.append, should_stop=lambda: bool(updates) and updates[-1] > 12
+        )
     assert updates == list(range(1, 16))  # every update reported
     assert json.loads((tmp_path / "b" / "layout.json").read_text())["data_loop"] == "device"
     resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
@@ -122,12 +132,20 @@ def test_host_and_device_loops_train_equally_well(tmp_path):
     # Other data orders and binarization draws (numpy's PCG64 against jax's threefry), same distributions:
     # the mean final test -ELBO of 4 seeds (about 220 nats, spread 0.6; untrained 543) agrees within 3
     # standard errors of the difference, and at least 0.25 nats (4 seeds estimate the error loosely).
-    base = dict(num_train_examples=480, num_test_examples=320, num_epochs=6, betas="1", num_seeds=4,
-                iwae_samples=0, log_every_steps=30)
+    base = dict(
+        num_train_examples=480,
+        num_test_examples=320,
+        num_epochs=6,
+        betas="1",
+        num_seeds=4,
+        iwae_samples=0,
+        log_every_steps=30,
+    )
     finals = {}
     for loop in ("host", "device"):
-        results = train.train_and_evaluate(tiny(defaults.rate_distortion_config(True), data_loop=loop, **base),
-                                           str(tmp_path / loop))
+        results = train.train_and_evaluate(
+            tiny(defaults.rate_distortion_config(True), data_loop=loop, **base), str(tmp_path / loop)
+        )
         finals[loop] = np.array([row["test"]["neg_elbo"] for row in results["results"]])
     untrained = 784 * np.log(2)  # -ELBO of a decoder that predicts 1/2 everywhere
     assert np.all(finals["device"] < 0.6 * untrained)  # both trained

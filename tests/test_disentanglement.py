@@ -26,15 +26,19 @@ def tiny_disentanglement(config, **overrides):
 @pytest.mark.parametrize("name", ["echo", "vae"])
 def test_configs_match_the_original_protocol(name):
     config = load_config(f"configs/disentanglement/{name}.py")
-    assert (config.dataset, config.model.network, config.model.latent_dim, config.batch_size) == ("dsprites", "dsprites", 10, 64)
+    assert (config.dataset, config.model.network, config.model.latent_dim, config.batch_size) == (
+        "dsprites",
+        "dsprites",
+        10,
+        64,
+    )
     assert config.learning_rate == 1e-4 and config.representation == "sample"
     assert config.num_epochs * 11_520 == 299_520  # 26 epochs of 737,280 / 64 steps
     assert load_config(f"configs/disentanglement/{name}.py", "quick").num_train_steps == 3_000
 
 
 def test_sweep_with_tc_discriminator_writes_metrics(tmp_path):
-    config = tiny_disentanglement(load_config("configs/disentanglement/echo.py", "quick"), betas="1,4",
-                                  tc_weight=2.0)
+    config = tiny_disentanglement(load_config("configs/disentanglement/echo.py", "quick"), betas="1,4", tc_weight=2.0)
     results = train.train_and_evaluate(config, str(tmp_path), evaluators=disentanglement.evaluators(config))
     assert json.loads((tmp_path / "results.json").read_text()) == results
     for row in results["results"]:
@@ -46,8 +50,9 @@ def test_sweep_with_tc_discriminator_writes_metrics(tmp_path):
 
 
 def test_correlated_dsprites_also_scores_the_held_out_combinations(tmp_path):
-    config = tiny_disentanglement(load_config("configs/disentanglement/vae.py", "quick"),
-                                  dataset="dsprites_correlated", representation="mean")
+    config = tiny_disentanglement(
+        load_config("configs/disentanglement/vae.py", "quick"), dataset="dsprites_correlated", representation="mean"
+    )
     (row,) = train.train_and_evaluate(config, str(tmp_path), evaluators=disentanglement.evaluators(config))["results"]
     metrics = row["disentanglement"]
     assert 0 <= metrics["heldout_mig"] <= 1 and len(metrics["heldout_mig_per_factor"]) == 5

@@ -80,14 +80,17 @@ def conv_ops(module_text: str) -> collections.Counter:
     """The convolution ops of a StableHLO module (operands, attributes, types), without value names."""
     return collections.Counter(
         re.sub(r"%[\w#:]+", "%", line.split(" loc(")[0].strip())
-        for line in module_text.splitlines() if "stablehlo.convolution" in line
+        for line in module_text.splitlines()
+        if "stablehlo.convolution" in line
     )
 
 
 def zero_inserting_convs(module_text: str) -> int:
     """How many convolutions dilate their input (lhs_dilate > 1): transposed convolutions in lax's form."""
-    return sum(any(int(d) > 1 for d in dilation.split(","))
-               for dilation in re.findall(r"lhs_dilate = \[([\d, ]+)\]", module_text))
+    return sum(
+        any(int(d) > 1 for d in dilation.split(","))
+        for dilation in re.findall(r"lhs_dilate = \[([\d, ]+)\]", module_text)
+    )
 
 
 @contextlib.contextmanager
@@ -108,12 +111,16 @@ def exported_modules(network: str, platforms, *, flax_layers: bool = False, **kw
     """{"train-<platform>" / "eval-<platform>": StableHLO text} of a sweep's Echo steps (see `sweep_steps`)."""
     with flax_conv_layers() if flax_layers else contextlib.nullcontext():
         steps = sweep_steps(network, "echo", **kwargs)
-        return {f"{name}-{platform}": export.export(step, platforms=[platform])(*args).mlir_module()
-                for name, (step, args) in zip(("train", "eval"), steps) for platform in platforms}
+        return {
+            f"{name}-{platform}": export.export(step, platforms=[platform])(*args).mlir_module()
+            for name, (step, args) in zip(("train", "eval"), steps)
+            for platform in platforms
+        }
 
 
-STEPS = [pytest.param(network, head, {}, id=f"{network}-{head}") for network in ("mlp", "conv", "dsprites")
-         for head in HEADS]
+STEPS = [
+    pytest.param(network, head, {}, id=f"{network}-{head}") for network in ("mlp", "conv", "dsprites") for head in HEADS
+]
 # The disentanglement campaign's TC-penalised Echo adds a discriminator with its own optimizer.
 STEPS.append(pytest.param("dsprites", "echo", {"tc_weight": 10.0}, id="dsprites-echo-tc"))
 

@@ -36,8 +36,7 @@ FLOW_PERTURBATION = 0.15
 def perturb(params, seed, scale):
     """Adds N(0, scale^2) noise to every parameter, so that zero-initialised log-scales move."""
     rng = np.random.default_rng(seed)
-    return jax.tree.map(
-        lambda leaf: jnp.asarray(leaf + scale * rng.standard_normal(leaf.shape), jnp.float32), params)
+    return jax.tree.map(lambda leaf: jnp.asarray(leaf + scale * rng.standard_normal(leaf.shape), jnp.float32), params)
 
 
 def normal(seed, shape, scale=1.0):
@@ -81,26 +80,29 @@ def test_autoregressive_mask_matches_hand_derived_tfp_masks():
     # D = 2 blocks. Exclusive first layer with 4 hidden units: units 0-1 are block 0 (see no input),
     # units 2-3 block 1 (see x_0). The 5-unit version has one unit past the last block, which TFP
     # connects to every block it may see.
-    np.testing.assert_array_equal(autoregressive_mask(2, 2, 4, exclusive=True),
-                                  [[0, 0, 1, 1], [0, 0, 0, 0]])
-    np.testing.assert_array_equal(autoregressive_mask(2, 2, 5, exclusive=True),
-                                  [[0, 0, 1, 1, 1], [0, 0, 0, 0, 1]])
+    np.testing.assert_array_equal(autoregressive_mask(2, 2, 4, exclusive=True), [[0, 0, 1, 1], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(autoregressive_mask(2, 2, 5, exclusive=True), [[0, 0, 1, 1, 1], [0, 0, 0, 0, 1]])
     # Inclusive 4 -> 4: hidden block 0 feeds everything, block 1 only block 1. As an output layer
     # with 2 parameters per dimension, units 0-1 are (shift_0, log_scale_0), units 2-3 those of x_1.
-    np.testing.assert_array_equal(autoregressive_mask(2, 4, 4, exclusive=False),
-                                  [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(
+        autoregressive_mask(2, 4, 4, exclusive=False), [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]]
+    )
     with pytest.raises(ValueError, match="at least 3 units"):
         autoregressive_mask(3, 3, 2, exclusive=True)
 
 
-@pytest.mark.parametrize("dim,hidden,num_params", [(DIM, HIDDEN, 1), (DIM, HIDDEN, 2), (3, (16, 7), 2)],
-                         ids=["shift", "shift_and_log_scale", "uneven_blocks"])
+@pytest.mark.parametrize(
+    "dim,hidden,num_params",
+    [(DIM, HIDDEN, 1), (DIM, HIDDEN, 2), (3, (16, 7), 2)],
+    ids=["shift", "shift_and_log_scale", "uneven_blocks"],
+)
 def test_made_jacobian_is_strictly_lower_triangular(dim, hidden, num_params):
     made = MADE(hidden_sizes=hidden, num_params=num_params, activation=jnp.tanh)
     x = normal(3, (dim,))
     params = perturb(made.init(jax.random.key(4), x), 5, 0.3)
-    out, other, jacobian = jax.jit(lambda p, v: (
-        made.apply(p, v), made.apply(p, v + 10.0), jax.jacfwd(made.apply, argnums=1)(p, v)))(params, x)
+    out, other, jacobian = jax.jit(
+        lambda p, v: (made.apply(p, v), made.apply(p, v + 10.0), jax.jacfwd(made.apply, argnums=1)(p, v))
+    )(params, x)
     assert out.shape == (dim, num_params)
     jacobian = np.asarray(jacobian)  # (dim, P, dim)
     rows, cols = np.indices((dim, dim))
@@ -168,11 +170,12 @@ def test_bijector_directions_and_log_dets_with_a_hand_written_conditioner(inputs
     assert np.all(jacobians[:, cols > rows] == 0.0)
 
     # As a distrax bijector: a MAF density is a standard normal pushed through the inverse.
-    density = distrax.Transformed(distrax.MultivariateNormalDiag(jnp.zeros(DIM)),
-                                  distrax.Inverse(bijector))
-    np.testing.assert_allclose(jax.jit(density.log_prob)(inputs),
-                               stats.norm.logpdf(np.asarray(y, np.float64)).sum(-1) + reference_forward,
-                               rtol=1e-5)
+    density = distrax.Transformed(distrax.MultivariateNormalDiag(jnp.zeros(DIM)), distrax.Inverse(bijector))
+    np.testing.assert_allclose(
+        jax.jit(density.log_prob)(inputs),
+        stats.norm.logpdf(np.asarray(y, np.float64)).sum(-1) + reference_forward,
+        rtol=1e-5,
+    )
 
 
 def test_bijector_rejects_a_conditioner_of_the_wrong_shape():
@@ -227,8 +230,7 @@ def test_flow_composes_steps_with_reversals_between_them(inputs):
     for step in range(NUM_STEPS):
         if step > 0:
             h = h[:, ::-1]
-        out = np.asarray(made.apply({"params": params["params"][f"made_{step}"]}, jnp.asarray(h)),
-                         np.float64)
+        out = np.asarray(made.apply({"params": params["params"][f"made_{step}"]}, jnp.asarray(h)), np.float64)
         log_scale = np.clip(out[..., 1], LOG_SCALE_MIN, LOG_SCALE_MAX)
         h = (h - out[..., 0]) * np.exp(-log_scale)
         reference_log_det -= log_scale.sum(-1)

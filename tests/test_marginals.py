@@ -56,19 +56,23 @@ def scipy_diag_log_prob(z, mean, log_var):
 def test_gaussian_log_probs_and_entropy_match_scipy():
     rng = np.random.default_rng(RNG_SEED)
     z = rng.standard_normal((4, 2, 3)) * 2.0
-    np.testing.assert_allclose(jit_std_normal_log_prob(as_f32(z)), stats.norm.logpdf(z).sum(-1),
-                               rtol=1e-6)
-    np.testing.assert_allclose(jit_diag_gaussian_log_prob(as_f32(z), as_f32(MEAN), as_f32(LOG_VAR)),
-                               scipy_diag_log_prob(z, MEAN, LOG_VAR), rtol=1e-5)
-    np.testing.assert_allclose(jit_gaussian_entropy(as_f32(LOG_VAR)),
-                               stats.norm(scale=np.exp(0.5 * LOG_VAR)).entropy().sum(-1), rtol=1e-6)
+    np.testing.assert_allclose(jit_std_normal_log_prob(as_f32(z)), stats.norm.logpdf(z).sum(-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        jit_diag_gaussian_log_prob(as_f32(z), as_f32(MEAN), as_f32(LOG_VAR)),
+        scipy_diag_log_prob(z, MEAN, LOG_VAR),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        jit_gaussian_entropy(as_f32(LOG_VAR)), stats.norm(scale=np.exp(0.5 * LOG_VAR)).entropy().sum(-1), rtol=1e-6
+    )
 
 
 def test_analytic_kl_matches_hand_values_and_a_monte_carlo_estimate():
     # KL(N(1, 1) || N(0, 1)) = 1/2 per dimension; KL(N(0, e^-1) || N(0, 1)) = e^-1 / 2.
     np.testing.assert_allclose(jit_gaussian_kl_to_std_normal(jnp.ones(3), jnp.zeros(3)), 1.5, rtol=1e-6)
-    np.testing.assert_allclose(jit_gaussian_kl_to_std_normal(jnp.zeros(1), -jnp.ones(1)),
-                               0.5 * math.exp(-1.0), rtol=1e-6)
+    np.testing.assert_allclose(
+        jit_gaussian_kl_to_std_normal(jnp.zeros(1), -jnp.ones(1)), 0.5 * math.exp(-1.0), rtol=1e-6
+    )
 
     num_samples = 200_000
     rng = np.random.default_rng(RNG_SEED + 1)
@@ -79,8 +83,9 @@ def test_analytic_kl_matches_hand_values_and_a_monte_carlo_estimate():
     analytic = np.asarray(jit_gaussian_kl_to_std_normal(as_f32(MEAN), as_f32(LOG_VAR)))
     assert np.all(np.abs(analytic - monte_carlo) < 4.0 * standard_error), (analytic, monte_carlo)
     # The one-sample MC rate built from this module's densities is the same estimator.
-    module_ratio = np.asarray(jit_diag_gaussian_log_prob(as_f32(z), as_f32(MEAN), as_f32(LOG_VAR))
-                              - jit_std_normal_log_prob(as_f32(z)))
+    module_ratio = np.asarray(
+        jit_diag_gaussian_log_prob(as_f32(z), as_f32(MEAN), as_f32(LOG_VAR)) - jit_std_normal_log_prob(as_f32(z))
+    )
     np.testing.assert_allclose(module_ratio.mean(0), monte_carlo, atol=1e-4)
 
 
@@ -115,8 +120,7 @@ def test_mmd_matches_a_numpy_v_statistic():
     z = as_f32(np.random.default_rng(RNG_SEED + 2).standard_normal((MMD_BATCH, MMD_DIM)) + 0.3)
     prior = np.asarray(jax.random.normal(key, z.shape, z.dtype), np.float64)  # mmd's documented draw
     q = np.asarray(z, np.float64)
-    np.testing.assert_allclose(
-        jit_mmd(key, z), numpy_mmd(q, prior, default_mmd_bandwidth(MMD_DIM)), atol=2e-6)
+    np.testing.assert_allclose(jit_mmd(key, z), numpy_mmd(q, prior, default_mmd_bandwidth(MMD_DIM)), atol=2e-6)
     np.testing.assert_allclose(jit_mmd(key, z, bandwidth=1.0), numpy_mmd(q, prior, 1.0), atol=2e-6)
 
 
@@ -155,8 +159,7 @@ def test_mmd_is_null_for_the_prior_and_grows_monotonically_with_a_mean_shift():
 def test_mmd_with_the_original_iaf_prior_mmd_bandwidth_is_inert():
     z = as_f32(np.random.default_rng(RNG_SEED + 4).standard_normal((MMD_BATCH, MMD_DIM)))
     key = jax.random.key(5)
-    value, grad = jax.jit(jax.value_and_grad(
-        lambda v: mmd(key, v, bandwidth=ORIGINAL_IAF_PRIOR_MMD_BANDWIDTH)))(z)
+    value, grad = jax.jit(jax.value_and_grad(lambda v: mmd(key, v, bandwidth=ORIGINAL_IAF_PRIOR_MMD_BANDWIDTH)))(z)
     np.testing.assert_allclose(value, 2.0 / MMD_BATCH, rtol=1e-6)
     assert np.max(np.abs(np.asarray(grad))) < 1e-12
 
@@ -178,8 +181,9 @@ def test_vamp_log_prob_matches_a_direct_scipy_logsumexp_and_mean():
     z[0] += 40.0  # far from every component: the logsumexp must stay finite and exact
     means = rng.standard_normal((num_components, dim))
     log_vars = 0.5 * rng.standard_normal((num_components, dim))
-    component = np.stack([scipy_diag_log_prob(z, means[k], log_vars[k])
-                          for k in range(num_components)], axis=1)  # (B, K)
+    component = np.stack(
+        [scipy_diag_log_prob(z, means[k], log_vars[k]) for k in range(num_components)], axis=1
+    )  # (B, K)
     true_mixture = special.logsumexp(component, axis=1) - math.log(num_components)
     as_coded = component.mean(1)
 
@@ -228,12 +232,10 @@ def test_maf_marginal_density_integrates_to_one_and_matches_its_samples(affine_m
 
     grid_mean = (grid * density[:, None]).sum(0) * step**2 / mass
     num_samples = 20_000
-    samples = np.asarray(marginal.apply(params, jax.random.key(7), num_samples, MAF_DIM,
-                                        method="sample"), np.float64)
+    samples = np.asarray(marginal.apply(params, jax.random.key(7), num_samples, MAF_DIM, method="sample"), np.float64)
     assert samples.shape == (num_samples, MAF_DIM)
     standard_error = samples.std(0) / math.sqrt(num_samples)
-    assert np.all(np.abs(samples.mean(0) - grid_mean) < 4.0 * standard_error), (samples.mean(0),
-                                                                                grid_mean)
+    assert np.all(np.abs(samples.mean(0) - grid_mean) < 4.0 * standard_error), (samples.mean(0), grid_mean)
     assert np.max(np.abs(grid_mean)) > 0.1  # the marginal is not the base N(0, I)
 
 
@@ -252,8 +254,7 @@ def test_maf_marginal_log_prob_is_the_change_of_variables(affine_maf):
 def test_maf_marginal_fits_a_gaussian_by_maximum_likelihood():
     rng = np.random.default_rng(RNG_SEED + 8)
     data_mean, data_std = np.array([2.0, -1.0]), np.array([2.0, 0.7])
-    train_data, held_out = (data_mean + data_std * rng.standard_normal((n, MAF_DIM))
-                            for n in (4000, 5000))
+    train_data, held_out = (data_mean + data_std * rng.standard_normal((n, MAF_DIM)) for n in (4000, 5000))
     true_density = stats.norm(data_mean, data_std)
 
     marginal = MAFMarginal(num_steps=2, hidden_sizes=MAF_HIDDEN, affine=True)
@@ -263,8 +264,7 @@ def test_maf_marginal_fits_a_gaussian_by_maximum_likelihood():
     def train(params, data):
         def step(carry, _):
             params, opt_state = carry
-            loss, grads = jax.value_and_grad(
-                lambda p: -jnp.mean(marginal.apply(p, data, method="log_prob")))(params)
+            loss, grads = jax.value_and_grad(lambda p: -jnp.mean(marginal.apply(p, data, method="log_prob")))(params)
             updates, opt_state = optimizer.update(grads, opt_state)
             return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -275,7 +275,8 @@ def test_maf_marginal_fits_a_gaussian_by_maximum_likelihood():
     assert float(losses[0]) > -true_density.logpdf(train_data).sum(-1).mean() + 0.5  # work to do
     # The family holds the truth: in the bulk of held-out data the fitted density matches it
     # pointwise. (Far in the tails a ReLU conditioner extrapolates freely, so those are left out.)
-    log_ratio = (true_density.logpdf(held_out).sum(-1)
-                 - np.asarray(marginal.apply(params, as_f32(held_out), method="log_prob"), np.float64))
+    log_ratio = true_density.logpdf(held_out).sum(-1) - np.asarray(
+        marginal.apply(params, as_f32(held_out), method="log_prob"), np.float64
+    )
     in_bulk = np.all(np.abs(held_out - data_mean) < 2.5 * data_std, axis=-1)
     assert np.abs(log_ratio[in_bulk]).mean() < 0.05

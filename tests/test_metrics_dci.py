@@ -24,8 +24,10 @@ def standardise(values):
 def dlib_disentanglement_completeness(importance):
     per_code = 1.0 - scipy.stats.entropy(importance.T + 1e-11, base=importance.shape[1])
     per_factor = 1.0 - scipy.stats.entropy(importance + 1e-11, base=importance.shape[0])
-    return (np.sum(per_code * importance.sum(axis=1) / importance.sum()),
-            np.sum(per_factor * importance.sum(axis=0) / importance.sum()))
+    return (
+        np.sum(per_code * importance.sum(axis=1) / importance.sum()),
+        np.sum(per_factor * importance.sum(axis=0) / importance.sum()),
+    )
 
 
 def test_importance_equals_sklearn_lasso_and_scores_equal_dlib_formulas():
@@ -33,9 +35,15 @@ def test_importance_equals_sklearn_lasso_and_scores_equal_dlib_formulas():
     factors = rng.integers(0, (3, 4, 5), size=(800, 3))
     codes = factors @ rng.normal(size=(3, 6)) + rng.normal(size=(800, 6))
     result = metrics.dci(codes, factors, codes, factors, l1_penalty=0.05)
-    expected = np.abs(np.stack([
-        Lasso(alpha=0.05, tol=1e-10, max_iter=100_000).fit(standardise(codes), target).coef_
-        for target in standardise(factors).T], axis=1))
+    expected = np.abs(
+        np.stack(
+            [
+                Lasso(alpha=0.05, tol=1e-10, max_iter=100_000).fit(standardise(codes), target).coef_
+                for target in standardise(factors).T
+            ],
+            axis=1,
+        )
+    )
     importance = np.asarray(result["importance_matrix"])
     np.testing.assert_allclose(importance, expected, atol=1e-4)
     disentanglement, completeness = dlib_disentanglement_completeness(importance.astype(np.float64))

@@ -32,8 +32,7 @@ def noisy_mixture_represent(seed):
     return represent
 
 
-def reference_factor_vae(represent, seed, batch_size, num_train, num_eval, num_variance_estimate,
-                         prune_threshold=0.05):
+def reference_factor_vae(represent, seed, batch_size, num_train, num_eval, num_variance_estimate, prune_threshold=0.05):
     """The dlib protocol vote by vote in numpy, drawing from the generator in the same order
     (whole batches for the variance estimate, then per chunk of votes: the voted factors, then
     the factor vectors), with the argmin over active dims mapped back to the real dim."""
@@ -41,8 +40,9 @@ def reference_factor_vae(represent, seed, batch_size, num_train, num_eval, num_v
     num_factors = len(FACTOR_SIZES)
     num_batches = -(-num_variance_estimate // batch_size)
     factors = sample_factors(rng, num_batches * batch_size)
-    codes = np.concatenate([represent(render(factors[i:i + batch_size]))
-                            for i in range(0, len(factors), batch_size)])[:num_variance_estimate]
+    codes = np.concatenate(
+        [represent(render(factors[i : i + batch_size])) for i in range(0, len(factors), batch_size)]
+    )[:num_variance_estimate]
     global_variances = np.var(codes, axis=0, ddof=1)
     active = np.flatnonzero(np.sqrt(global_variances) >= prune_threshold)
 
@@ -64,14 +64,18 @@ def reference_factor_vae(represent, seed, batch_size, num_train, num_eval, num_v
     classifier = np.argmax(train_votes, axis=0)
     columns = np.arange(train_votes.shape[1])
     eval_votes = votes_for(num_eval)
-    return (train_votes[classifier, columns].sum() / train_votes.sum(),
-            eval_votes[classifier, columns].sum() / eval_votes.sum(), len(active))
+    return (
+        train_votes[classifier, columns].sum() / train_votes.sum(),
+        eval_votes[classifier, columns].sum() / eval_votes.sum(),
+        len(active),
+    )
 
 
 def test_matches_numpy_protocol_exactly():
     # A partly entangled noisy code, so that the accuracies are strictly between chance and 1.
-    result = metrics.factor_vae_score(sample_factors, render, noisy_mixture_represent(11),
-                                      FACTOR_SIZES, seed=3, **SMALL)
+    result = metrics.factor_vae_score(
+        sample_factors, render, noisy_mixture_represent(11), FACTOR_SIZES, seed=3, **SMALL
+    )
     train, evaluation, num_active = reference_factor_vae(noisy_mixture_represent(11), seed=3, **SMALL)
     assert result["num_active_dims"] == num_active == 4
     assert result["train_accuracy"] == pytest.approx(train, abs=1e-6)
@@ -112,8 +116,7 @@ def test_votes_go_to_the_real_dimension_when_dims_are_pruned():
 
 
 def test_collapsed_code_scores_zero():
-    result = metrics.factor_vae_score(sample_factors, render, lambda images: 0.0 * images,
-                                      FACTOR_SIZES, **SMALL)
+    result = metrics.factor_vae_score(sample_factors, render, lambda images: 0.0 * images, FACTOR_SIZES, **SMALL)
     assert result == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
 
 
@@ -127,12 +130,15 @@ def test_independent_noise_code_scores_chance():
     assert abs(result["eval_accuracy"] - 1 / 3) < 0.1
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(factor_sizes=(3, 4)), "factor_sizes has 2"),
-    (dict(factor_sizes=(3, 4, 2)), "outside 0..size-1"),
-    (dict(batch_size=1), "batch_size"),
-    (dict(num_train=0), "num_train"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(factor_sizes=(3, 4)), "factor_sizes has 2"),
+        (dict(factor_sizes=(3, 4, 2)), "outside 0..size-1"),
+        (dict(batch_size=1), "batch_size"),
+        (dict(num_train=0), "num_train"),
+    ],
+)
 def test_bad_input_is_rejected_with_a_clear_message(overrides, message):
     arguments = dict(factor_sizes=FACTOR_SIZES, **SMALL)
     arguments.update(overrides)

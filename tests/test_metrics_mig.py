@@ -12,12 +12,16 @@ FACTOR_SIZES = (3, 4, 5)
 
 def reference_mig(codes, factors, num_bins=20):
     """disentanglement_lib's discrete MIG, written out with numpy and sklearn."""
-    binned = np.stack([np.digitize(codes[:, j], np.histogram(codes[:, j], num_bins)[1][:-1])
-                       for j in range(codes.shape[1])], axis=1)
-    mutual_info = np.array([[mutual_info_score(factors[:, k], binned[:, j])
-                             for k in range(factors.shape[1])] for j in range(codes.shape[1])])
-    entropy = np.array([mutual_info_score(factors[:, k], factors[:, k])
-                        for k in range(factors.shape[1])])
+    binned = np.stack(
+        [np.digitize(codes[:, j], np.histogram(codes[:, j], num_bins)[1][:-1]) for j in range(codes.shape[1])], axis=1
+    )
+    mutual_info = np.array(
+        [
+            [mutual_info_score(factors[:, k], binned[:, j]) for k in range(factors.shape[1])]
+            for j in range(codes.shape[1])
+        ]
+    )
+    entropy = np.array([mutual_info_score(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
     ordered = np.sort(mutual_info, axis=0)
     return (ordered[-1] - ordered[-2]) / entropy
 
@@ -36,7 +40,8 @@ def test_mig_equals_numpy_sklearn_reference(seed, code_kind):
     factors = sample_factors(rng)
     if code_kind == "integer":
         codes = rng.integers(0, 7, size=(NUM_POINTS, 6)) + np.concatenate(
-            [factors, factors[:, :1] * 2, np.zeros((NUM_POINTS, 2), int)], axis=1)
+            [factors, factors[:, :1] * 2, np.zeros((NUM_POINTS, 2), int)], axis=1
+        )
         codes = codes.astype(np.float64)
     else:
         codes = rng.normal(size=(NUM_POINTS, 6)) + factors @ rng.normal(size=(3, 6))
@@ -54,8 +59,7 @@ def test_perfect_code_scores_one():
     # about (bins - 1)(classes - 1) / (2N) nats: at most 19 * 4 / 6000 / log 5 = 0.008 of H here.
     rng = np.random.default_rng(3)
     factors = sample_factors(rng)
-    codes = np.concatenate([-2.5 * factors[:, [2, 0, 1]] + 7.0, rng.normal(size=(NUM_POINTS, 3))],
-                           axis=1)
+    codes = np.concatenate([-2.5 * factors[:, [2, 0, 1]] + 7.0, rng.normal(size=(NUM_POINTS, 3))], axis=1)
     per_factor = np.asarray(metrics.mig(codes, factors)["per_factor"])
     assert np.all(per_factor > 0.98), per_factor
 
@@ -90,24 +94,24 @@ def test_mig_from_model_represents_whole_batches_and_matches_array_form():
         return images * 3.0
 
     render = lambda factors: factors.astype(np.float32)
-    result = metrics.mig_from_model(sample_factors, render, represent, num_points=1000,
-                                    batch_size=64, seed=7)
+    result = metrics.mig_from_model(sample_factors, render, represent, num_points=1000, batch_size=64, seed=7)
     assert set(seen_batch_sizes) == {64} and len(seen_batch_sizes) == 16  # ceil(1000 / 64)
-    codes, factors = metrics.generate_codes(sample_factors, render, lambda x: x * 3.0, 1000,
-                                            batch_size=64, seed=7)
+    codes, factors = metrics.generate_codes(sample_factors, render, lambda x: x * 3.0, 1000, batch_size=64, seed=7)
     assert codes.shape == (1000, 3) and factors.shape == (1000, 3)
-    np.testing.assert_allclose(np.asarray(result["per_factor"]), reference_mig(codes, factors),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(result["per_factor"]), reference_mig(codes, factors), atol=1e-6)
 
 
-@pytest.mark.parametrize("codes, factors, message", [
-    (np.zeros((10, 1)), np.zeros((10, 2), int), "at least 2 code dimension"),
-    (np.zeros((10, 3)), np.ones((10, 2), int), "single value"),
-    (np.zeros((10, 3)), np.zeros((9, 2), int), "9 rows"),
-    (np.zeros((10, 3)), np.zeros((10, 2)), "integer class labels"),
-    (np.full((10, 3), np.nan), np.arange(20).reshape(10, 2), "NaN"),
-    (np.zeros(10), np.zeros((10, 2), int), "2-D"),
-])
+@pytest.mark.parametrize(
+    "codes, factors, message",
+    [
+        (np.zeros((10, 1)), np.zeros((10, 2), int), "at least 2 code dimension"),
+        (np.zeros((10, 3)), np.ones((10, 2), int), "single value"),
+        (np.zeros((10, 3)), np.zeros((9, 2), int), "9 rows"),
+        (np.zeros((10, 3)), np.zeros((10, 2)), "integer class labels"),
+        (np.full((10, 3), np.nan), np.arange(20).reshape(10, 2), "NaN"),
+        (np.zeros(10), np.zeros((10, 2), int), "2-D"),
+    ],
+)
 def test_bad_input_is_rejected_with_a_clear_message(codes, factors, message):
     with pytest.raises(ValueError, match=message):
         metrics.mig(codes, factors)

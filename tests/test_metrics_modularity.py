@@ -34,10 +34,14 @@ def reference_explicitness(codes, factors, codes_test, factors_test):
     for k in range(factors.shape[1]):
         model = LogisticRegression().fit((codes - mean) / std, factors[:, k])
         binarizer = MultiLabelBinarizer()
-        train.append(roc_auc_score(binarizer.fit_transform(factors[:, k:k + 1]),
-                                   model.predict_proba((codes - mean) / std)))
-        test.append(roc_auc_score(binarizer.fit_transform(factors_test[:, k:k + 1]),
-                                  model.predict_proba((codes_test - mean) / std)))
+        train.append(
+            roc_auc_score(binarizer.fit_transform(factors[:, k : k + 1]), model.predict_proba((codes - mean) / std))
+        )
+        test.append(
+            roc_auc_score(
+                binarizer.fit_transform(factors_test[:, k : k + 1]), model.predict_proba((codes_test - mean) / std)
+            )
+        )
     return np.mean(train), np.mean(test)
 
 

@@ -17,12 +17,15 @@ def reference_scores(codes, num_bins=20):
     wasserstein = 2 * np.trace(cov) - 2 * np.trace(scipy.linalg.sqrtm(cov * np.diag(cov)[:, None]))
     binned = np.stack([np.digitize(c, np.histogram(c, num_bins)[1][:-1]) for c in codes.T], axis=1)
     num_codes = codes.shape[1]
-    pairwise = sum(mutual_info_score(binned[:, i], binned[:, j])
-                   for i in range(num_codes) for j in range(num_codes) if i != j)
-    return {"gaussian_total_correlation": total_correlation,
-            "gaussian_wasserstein_correlation": np.real(wasserstein),
-            "gaussian_wasserstein_correlation_norm": np.real(wasserstein) / np.trace(cov),
-            "mutual_info_score": pairwise / (num_codes**2 - num_codes)}
+    pairwise = sum(
+        mutual_info_score(binned[:, i], binned[:, j]) for i in range(num_codes) for j in range(num_codes) if i != j
+    )
+    return {
+        "gaussian_total_correlation": total_correlation,
+        "gaussian_wasserstein_correlation": np.real(wasserstein),
+        "gaussian_wasserstein_correlation_norm": np.real(wasserstein) / np.trace(cov),
+        "mutual_info_score": pairwise / (num_codes**2 - num_codes),
+    }
 
 
 def test_matches_dlib_formulas_on_correlated_codes():
@@ -40,8 +43,7 @@ def test_uncorrelated_code_scores_zero():
     # dimensions is exactly independent, so the pairwise mutual information is 0 too.
     codes = np.array(list(itertools.product(range(3), range(4), range(5))), dtype=np.float64)
     result = metrics.unsupervised_scores(codes)
-    for name in ("gaussian_total_correlation", "gaussian_wasserstein_correlation",
-                 "mutual_info_score"):
+    for name in ("gaussian_total_correlation", "gaussian_wasserstein_correlation", "mutual_info_score"):
         assert abs(float(result[name])) < 1e-5, name
 
 

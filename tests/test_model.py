@@ -64,8 +64,13 @@ def test_vamp_pseudo_inputs_start_at_the_data_mean():
 
 
 def test_loss_is_distortion_plus_beta_rate_plus_penalties():
-    output = model_lib.ModelOutput(rate=jnp.array([1.0, 3.0]), distortion=jnp.array([10.0, 20.0]),
-                                   mmd=jnp.array(0.5), tc=jnp.array(0.25), discriminator_loss=jnp.array(0.7))
+    output = model_lib.ModelOutput(
+        rate=jnp.array([1.0, 3.0]),
+        distortion=jnp.array([10.0, 20.0]),
+        mmd=jnp.array(0.5),
+        tc=jnp.array(0.25),
+        discriminator_loss=jnp.array(0.7),
+    )
     loss, means = model_lib.loss(output, jnp.float32(2.0), mmd_weight=999.0, tc_weight=4.0)
     assert float(loss) == pytest.approx(15 + 2 * 2 + 999 * 0.5 + 4 * 0.25)
     assert float(means["neg_elbo"]) == pytest.approx(17.0)
@@ -77,8 +82,9 @@ def test_tc_discriminator_gradients_are_kept_apart():
     # discriminator's loss. Compare the train step's update with the two gradients computed separately.
     _, model, params = _model(encoder="gaussian", marginal="std_normal", tc_weight=5.0)
     optimizer = optax.sgd(1.0)
-    state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                             key=jax.random.PRNGKey(5))
+    state = steps.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), key=jax.random.PRNGKey(5)
+    )
     new_state, metrics = steps.make_train_step(model, optimizer)(state, X, jnp.float32(1.0))
     key = jax.random.fold_in(state.key, 0)
     model_loss = lambda p: model_lib.loss(_terms(model, p, key), 1.0, tc_weight=5.0)[0]
@@ -87,8 +93,9 @@ def test_tc_discriminator_gradients_are_kept_apart():
     expected = jax.tree.map(lambda p, g: p - g, params, {**g_model, "discriminator": g_disc["discriminator"]})
     for got, want in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(got, want, atol=1e-5)
-    assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves({k: v for k, v in g_disc.items()
-                                                                          if k != "discriminator"}))
+    assert all(
+        float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves({k: v for k, v in g_disc.items() if k != "discriminator"})
+    )
     assert "tc" in metrics and "discriminator_loss" in metrics
 
 

@@ -118,14 +118,27 @@ def test_stride2_conv_transpose_matches_scatter_definition():
 @pytest.mark.parametrize(
     "ours, reference, input_hw",
     [
-        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7),
-                     id="conv-s2"),
-        pytest.param(networks.Conv(OUT_FEATURES, 3, 1, ((2, 0), (1, 1))),
-                     nn.Conv(OUT_FEATURES, (3, 3), 1, ((2, 0), (1, 1))), (6, 5), id="conv-explicit"),
-        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
-                     nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (7, 7), id="conv-transpose-s2"),
-        pytest.param(networks.ConvTranspose(OUT_FEATURES, 7, 1, "VALID"),
-                     nn.ConvTranspose(OUT_FEATURES, (7, 7), (1, 1), "VALID"), (1, 1), id="conv-transpose-1x1"),
+        pytest.param(
+            networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7), id="conv-s2"
+        ),
+        pytest.param(
+            networks.Conv(OUT_FEATURES, 3, 1, ((2, 0), (1, 1))),
+            nn.Conv(OUT_FEATURES, (3, 3), 1, ((2, 0), (1, 1))),
+            (6, 5),
+            id="conv-explicit",
+        ),
+        pytest.param(
+            networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
+            nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"),
+            (7, 7),
+            id="conv-transpose-s2",
+        ),
+        pytest.param(
+            networks.ConvTranspose(OUT_FEATURES, 7, 1, "VALID"),
+            nn.ConvTranspose(OUT_FEATURES, (7, 7), (1, 1), "VALID"),
+            (1, 1),
+            id="conv-transpose-1x1",
+        ),
     ],
 )
 def test_native_forms_match_flax(monkeypatch, ours, reference, input_hw):
@@ -138,7 +151,8 @@ def conv_ops(lowered_text: str) -> collections.Counter:
     """The convolution ops of a lowered program (operands, attributes, types), without value names."""
     return collections.Counter(
         re.sub(r"%[\w#:]+", "%", line.split(" loc(")[0].strip())
-        for line in lowered_text.splitlines() if "stablehlo.convolution" in line
+        for line in lowered_text.splitlines()
+        if "stablehlo.convolution" in line
     )
 
 
@@ -151,13 +165,27 @@ def zero_inserting_convs(lowered_text: str) -> int:
 @pytest.mark.parametrize(
     "ours, reference, input_hw, in_features",
     [
-        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7),
-                     IN_FEATURES, id="conv-s2"),
-        pytest.param(networks.Conv(OUT_FEATURES, 3, 1, "SAME"), nn.Conv(OUT_FEATURES, (3, 3), 1, "SAME"), (6, 6),
-                     1, id="one-input-channel"),
-        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
-                     nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (7, 7), IN_FEATURES,
-                     id="conv-transpose-s2"),
+        pytest.param(
+            networks.Conv(OUT_FEATURES, 5, 2, "SAME"),
+            nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"),
+            (7, 7),
+            IN_FEATURES,
+            id="conv-s2",
+        ),
+        pytest.param(
+            networks.Conv(OUT_FEATURES, 3, 1, "SAME"),
+            nn.Conv(OUT_FEATURES, (3, 3), 1, "SAME"),
+            (6, 6),
+            1,
+            id="one-input-channel",
+        ),
+        pytest.param(
+            networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
+            nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"),
+            (7, 7),
+            IN_FEATURES,
+            id="conv-transpose-s2",
+        ),
     ],
 )
 def test_each_lowering_platform_gets_its_form(ours, reference, input_hw, in_features):
@@ -181,14 +209,26 @@ def test_each_lowering_platform_gets_its_form(ours, reference, input_hw, in_feat
 
 def test_polyphase_form_handles_other_strides_and_explicit_padding():
     # Beyond the decoders' layers: stride 3 with a kernel shorter than the stride, explicit pads.
-    check_against_flax(networks.ConvTranspose(OUT_FEATURES, 2, 3, "VALID"),
-                       nn.ConvTranspose(OUT_FEATURES, (2, 2), (3, 3), "VALID"), (3, 3), seed=1)
+    check_against_flax(
+        networks.ConvTranspose(OUT_FEATURES, 2, 3, "VALID"),
+        nn.ConvTranspose(OUT_FEATURES, (2, 2), (3, 3), "VALID"),
+        (3, 3),
+        seed=1,
+    )
     pads = ((1, 2), (0, 1))
-    check_against_flax(networks.ConvTranspose(OUT_FEATURES, 3, 2, pads),
-                       nn.ConvTranspose(OUT_FEATURES, (3, 3), (2, 2), pads), (4, 5), seed=2)
+    check_against_flax(
+        networks.ConvTranspose(OUT_FEATURES, 3, 2, pads),
+        nn.ConvTranspose(OUT_FEATURES, (3, 3), (2, 2), pads),
+        (4, 5),
+        seed=2,
+    )
     # A 1x1 input whose 'VALID' output (3x3) is wider than the kernel (2x2): not the matrix-product form.
-    check_against_flax(networks.ConvTranspose(OUT_FEATURES, 2, 3, "VALID"),
-                       nn.ConvTranspose(OUT_FEATURES, (2, 2), (3, 3), "VALID"), (1, 1), seed=3)
+    check_against_flax(
+        networks.ConvTranspose(OUT_FEATURES, 2, 3, "VALID"),
+        nn.ConvTranspose(OUT_FEATURES, (2, 2), (3, 3), "VALID"),
+        (1, 1),
+        seed=3,
+    )
 
 
 # Every convolution of the encoders: (input size, kernel, stride, padding, output size).
@@ -216,8 +256,12 @@ def random_conv(in_features: int, out_features: int, kernel_size: int, input_hw,
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.normal(size=(batch, *input_hw, in_features)), jnp.float32)
     kernel = rng.normal(size=(kernel_size, kernel_size, in_features, out_features)) / kernel_size
-    params = {"params": {"kernel": jnp.asarray(kernel, jnp.float32),
-                         "bias": jnp.asarray(rng.normal(size=out_features), jnp.float32)}}
+    params = {
+        "params": {
+            "kernel": jnp.asarray(kernel, jnp.float32),
+            "bias": jnp.asarray(rng.normal(size=out_features), jnp.float32),
+        }
+    }
     return x, params
 
 
@@ -243,13 +287,22 @@ def test_single_channel_conv_matches_flax(in_features, out_features, kernel, pad
 @pytest.mark.parametrize(
     "module, reference, input_hw",
     [
-        pytest.param(networks.Conv(OUT_FEATURES, 5, 1, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 1, "SAME"), (6, 6),
-                     id="conv-s1"),
-        pytest.param(networks.Conv(OUT_FEATURES, 5, 2, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"), (7, 7),
-                     id="conv-s2-odd"),
+        pytest.param(
+            networks.Conv(OUT_FEATURES, 5, 1, "SAME"), nn.Conv(OUT_FEATURES, (5, 5), 1, "SAME"), (6, 6), id="conv-s1"
+        ),
+        pytest.param(
+            networks.Conv(OUT_FEATURES, 5, 2, "SAME"),
+            nn.Conv(OUT_FEATURES, (5, 5), 2, "SAME"),
+            (7, 7),
+            id="conv-s2-odd",
+        ),
         pytest.param(networks.Conv(1, 3, 1, "SAME"), nn.Conv(1, (3, 3), 1, "SAME"), (6, 6), id="one-output-channel"),
-        pytest.param(networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
-                     nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"), (4, 4), id="conv-transpose-s2"),
+        pytest.param(
+            networks.ConvTranspose(OUT_FEATURES, 5, 2, "SAME"),
+            nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), "SAME"),
+            (4, 4),
+            id="conv-transpose-s2",
+        ),
     ],
 )
 def test_kernel_gradient_summed_over_batch_chunks(monkeypatch, module, reference, input_hw):
@@ -265,13 +318,17 @@ def test_conv_without_bias_has_only_a_kernel():
     params = {"params": {"kernel": params["params"]["kernel"]}}
     for ours, reference in [
         (networks.Conv(OUT_FEATURES, 5, 2, use_bias=False), nn.Conv(OUT_FEATURES, (5, 5), 2, use_bias=False)),
-        (networks.ConvTranspose(OUT_FEATURES, 5, 2, use_bias=False),
-         nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), use_bias=False)),
+        (
+            networks.ConvTranspose(OUT_FEATURES, 5, 2, use_bias=False),
+            nn.ConvTranspose(OUT_FEATURES, (5, 5), (2, 2), use_bias=False),
+        ),
     ]:
         assert jax.tree.structure(ours.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(params)
         cotangent = jnp.ones(jax.eval_shape(reference.apply, params, x).shape)
         (y, (grads, _)), (y_ref, (ref_grads, _)) = (
-            outputs_and_vjp(ours, params, x, cotangent), outputs_and_vjp(reference, params, x, cotangent))
+            outputs_and_vjp(ours, params, x, cotangent),
+            outputs_and_vjp(reference, params, x, cotangent),
+        )
         assert_close(y, y_ref, "output")
         assert_close(grads["params"]["kernel"], ref_grads["params"]["kernel"], "kernel gradient")
 
@@ -296,7 +353,7 @@ def test_custom_gradients_under_vmap_and_jit(module, kernel, in_features):
 
     batched = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None)))(stacked, x)
     for m in range(2):
-        single = jax.grad(loss, argnums=(0, 1))(jax.tree.map(lambda a: a[m], stacked), x)
+        single = jax.grad(loss, argnums=(0, 1))(jax.tree.map(lambda a, m=m: a[m], stacked), x)
         for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(single)):
             assert_close(got[m], want, f"model {m} gradient")
 
@@ -341,8 +398,14 @@ def test_conv_decoder_matches_plain_flax_model(initial_params):
         @nn.compact
         def __call__(self, z):
             x = z[:, None, None, :]
-            layers = [(64, 7, 1, "VALID"), (64, 5, 1, "SAME"), (64, 5, 2, "SAME"), (32, 5, 1, "SAME"),
-                      (32, 5, 2, "SAME"), (32, 4, 1, "SAME")]
+            layers = [
+                (64, 7, 1, "VALID"),
+                (64, 5, 1, "SAME"),
+                (64, 5, 2, "SAME"),
+                (32, 5, 1, "SAME"),
+                (32, 5, 2, "SAME"),
+                (32, 4, 1, "SAME"),
+            ]
             for i, (features, k, s, padding) in enumerate(layers):
                 x = nn.relu(nn.ConvTranspose(features, (k, k), (s, s), padding, name=f"deconv{i}")(x))
             return nn.Conv(1, (5, 5), padding="SAME", name="conv_out")(x)
@@ -374,8 +437,9 @@ def test_trunks_take_their_conv_layers():
         return out
 
     inputs = [jnp.asarray(x, jnp.float32) for _, _, x in pairs]
-    for (ours, _, _), (params, flax_params, y, y_flax) in zip(pairs, init_and_apply(jax.random.key(0, impl="rbg"),
-                                                                                   inputs)):
+    for (ours, _, _), (params, flax_params, y, y_flax) in zip(
+        pairs, init_and_apply(jax.random.key(0, impl="rbg"), inputs)
+    ):
         assert jax.tree.structure(params) == jax.tree.structure(flax_params), type(ours).__name__
         jax.tree.map(np.testing.assert_array_equal, params, flax_params)
         assert_close(y, y_flax, f"{type(ours).__name__} output")

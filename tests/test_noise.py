@@ -36,9 +36,7 @@ def numpy_echo_series(fx, log_s, clip, orders):
 
 
 # The clip constants the original configs use (spec section 1.3), solved from M c^K / (1 - c) = 2^-23.
-@pytest.mark.parametrize(
-    "num_terms, fx_bound, expected", [(99, 1.0, 0.8359), (99, 10.0, 0.8175), (64, 1.0, 0.7622)]
-)
+@pytest.mark.parametrize("num_terms, fx_bound, expected", [(99, 1.0, 0.8359), (99, 10.0, 0.8175), (64, 1.0, 0.7622)])
 def test_echo_clip_matches_original_constants(num_terms, fx_bound, expected):
     c = echo_clip(num_terms, fx_bound)
     assert round(c, 4) == expected
@@ -223,8 +221,12 @@ def test_gradients_reach_every_example():
     assert np.all(np.asarray(grad_s)[last] == 0)
     for order in ["independent", "cyclic"]:
         check_grads(
-            lambda f, s: echo_sample(key, f, s, clip=c, order=order), (fx, log_s), order=1, modes=["rev"],
-            atol=5e-2, rtol=5e-2,
+            lambda f, s, order=order: echo_sample(key, f, s, clip=c, order=order),
+            (fx, log_s),
+            order=1,
+            modes=["rev"],
+            atol=5e-2,
+            rtol=5e-2,
         )
 
 
@@ -237,9 +239,7 @@ def test_jit_and_vmap_over_models_agree_with_single_calls():
     c = echo_clip(B - 1)
     batched = jax.jit(jax.vmap(lambda k, f, s: echo_sample(k, f, s, clip=c)))(keys, stacked_fx, stacked_s)
     for m in range(3):
-        np.testing.assert_allclose(
-            batched[m], echo_sample(keys[m], stacked_fx[m], stacked_s[m], clip=c), atol=1e-6
-        )
+        np.testing.assert_allclose(batched[m], echo_sample(keys[m], stacked_fx[m], stacked_s[m], clip=c), atol=1e-6)
     # The clip may be traced too (one compile for several clips).
     traced = jax.jit(lambda cc: echo_sample(keys[0], fx, log_s, clip=cc))(c)
     np.testing.assert_allclose(traced, batched[0], atol=1e-6)

@@ -32,8 +32,11 @@ def _kernel_manager(kernel_dir: Path) -> KernelManager:
     """
     spec_dir = kernel_dir / "python3"
     spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3 (test interpreter)", "language": "python"}
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (test interpreter)",
+        "language": "python",
+    }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     spec_manager = KernelSpecManager(kernel_dirs=[str(kernel_dir)], ensure_native_kernel=False)
     return KernelManager(kernel_name="python3", kernel_spec_manager=spec_manager)
@@ -63,12 +66,19 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable, end='')"))
     client = NotebookClient(
-        notebook, km=_kernel_manager(tmp_path / "kernels"), timeout=CELL_TIMEOUT_S,
+        notebook,
+        km=_kernel_manager(tmp_path / "kernels"),
+        timeout=CELL_TIMEOUT_S,
         resources={"metadata": {"path": str(REPO_ROOT)}},
     )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
-    errors = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
-              if output.output_type == "error"]
+    errors = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
     assert not errors
     assert notebook.cells[-1].outputs[0].text == sys.executable  # the cells ran in this interpreter
 
@@ -81,8 +91,10 @@ def test_the_install_cells_are_one_cell():
     assert len({_install_cell(path) for path in NOTEBOOKS}) == 1
 
 
-@pytest.mark.parametrize("install_from, jax_after", [("", None), ("git+https://example.org/echo-jax", "0.10.2"),
-                                                      ("/content/drive/MyDrive/echo-jax", "0.11.0")])
+@pytest.mark.parametrize(
+    "install_from, jax_after",
+    [("", None), ("git+https://example.org/echo-jax", "0.10.2"), ("/content/drive/MyDrive/echo-jax", "0.11.0")],
+)
 def test_install_cell_on_colab(monkeypatch: pytest.MonkeyPatch, capsys, install_from, jax_after):
     """The install cell as Colab runs it (google.colab importable, echo-jax absent), with pip stubbed out."""
     import importlib.metadata
@@ -106,7 +118,9 @@ def test_install_cell_on_colab(monkeypatch: pytest.MonkeyPatch, capsys, install_
 
     monkeypatch.setattr(importlib.metadata, "version", version)
     monkeypatch.setattr(subprocess, "run", pip)
-    source = _install_cell(NOTEBOOKS[0]).replace('ECHO_JAX_INSTALL_FROM = ""', f"ECHO_JAX_INSTALL_FROM = {install_from!r}")
+    source = _install_cell(NOTEBOOKS[0]).replace(
+        'ECHO_JAX_INSTALL_FROM = ""', f"ECHO_JAX_INSTALL_FROM = {install_from!r}"
+    )
     if not install_from:
         with pytest.raises(RuntimeError, match="Set ECHO_JAX_INSTALL_FROM at the top of this cell"):
             exec(source, {})

@@ -11,9 +11,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def row(method, beta, rate, distortion):
     encoder, marginal = ("echo", "none") if method == "echo" else ("gaussian", "std_normal")
-    return {"beta": beta, "seed": 0, "dataset": "mnist_sample", "network": "mlp", "encoder": encoder,
-            "marginal": marginal, "test": {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion},
-            "steps": 10, "seconds": 2.0}
+    return {
+        "beta": beta,
+        "seed": 0,
+        "dataset": "mnist_sample",
+        "network": "mlp",
+        "encoder": encoder,
+        "marginal": marginal,
+        "test": {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion},
+        "steps": 10,
+        "seconds": 2.0,
+    }
 
 
 def test_write_report_puts_the_note_above_the_table(tmp_path):
@@ -27,8 +35,12 @@ def test_write_report_puts_the_note_above_the_table(tmp_path):
 
 
 def test_quickstart_says_what_budget_it_used(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "experiments.quickstart", "--workdir", str(tmp_path),
-                          "--betas", "1", "--epochs", "1"], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.quickstart", "--workdir", str(tmp_path), "--betas", "1", "--epochs", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Budget: 1 epoch of the 9,000 bundled training digits" in out.stdout
     assert "docs/reproduction.md" in out.stdout

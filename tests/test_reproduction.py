@@ -50,8 +50,19 @@ def test_distortion_at_rate_interpolates_between_points():
 
 def result(variant, beta, seed, rate, distortion, dataset="binary_mnist", **extra):
     test = {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion}
-    return Result(variant, dataset, beta, seed, test, extra, [(10.0, rate + distortion + 5), (20.0, rate + distortion)],
-                  1000, 20.0, "mlp", "abc")
+    return Result(
+        variant,
+        dataset,
+        beta,
+        seed,
+        test,
+        extra,
+        [(10.0, rate + distortion + 5), (20.0, rate + distortion)],
+        1000,
+        20.0,
+        "mlp",
+        "abc",
+    )
 
 
 def curves(echo_shift):
@@ -60,8 +71,10 @@ def curves(echo_shift):
     for seed, noise in enumerate((0.0, 0.5, -0.5)):
         out += [result("vae", 2.0, seed, 10.0, 100.0 + noise), result("vae", 0.5, seed, 30.0, 80.0 + noise)]
         # the VAE's curve at rate 15 is 95 + noise, at rate 25 it is 85 + noise
-        out += [result("echo", 2.0, seed, 15.0, 95.0 + noise + echo_shift[2.0] + 0.1 * seed),
-                result("echo", 0.5, seed, 25.0, 85.0 + noise + echo_shift[0.5] - 0.1 * seed)]
+        out += [
+            result("echo", 2.0, seed, 15.0, 95.0 + noise + echo_shift[2.0] + 0.1 * seed),
+            result("echo", 0.5, seed, 25.0, 85.0 + noise + echo_shift[0.5] - 0.1 * seed),
+        ]
     return out
 
 
@@ -89,7 +102,9 @@ def test_dominance_verdicts():
     one_seed = [r for r in results if r.seed == 0]
     verdict = reproduction.dominance_verdict(reproduction._index(one_seed), "binary_mnist", one_seed)
     assert verdict.status == "not yet measured"
-    assert reproduction.dominance_verdict(reproduction._index(results), "omniglot", results).status == "not yet measured"
+    assert (
+        reproduction.dominance_verdict(reproduction._index(results), "omniglot", results).status == "not yet measured"
+    )
 
 
 def test_flow_verdict_waits_for_every_flow_method():
@@ -97,7 +112,11 @@ def test_flow_verdict_waits_for_every_flow_method():
     results += [result("iaf_prior", 1.0, s, 25.0, 72.0 + s * 1.1) for s in range(3)]
     index = reproduction._index(results)
     verdict = reproduction.flow_verdict(index, results)
-    assert verdict.status == "not yet measured" and "vae_maf" in verdict.evidence and "iaf_prior: -2.10" in verdict.evidence
+    assert (
+        verdict.status == "not yet measured"
+        and "vae_maf" in verdict.evidence
+        and "iaf_prior: -2.10" in verdict.evidence
+    )
     for variant in reproduction.FLOW_VARIANTS:
         results += [result(variant, 1.0, s, 25.0, 72.0 + s * 1.1) for s in range(3) if variant != "iaf_prior"]
     assert reproduction.flow_verdict(reproduction._index(results), results).status == "supported"
@@ -106,9 +125,11 @@ def test_flow_verdict_waits_for_every_flow_method():
 def test_disentanglement_verdicts():
     results = []
     for s in range(3):
-        results += [result("echo", 1.0, s, 5.0, 50.0, "dsprites", mig=0.20 + 0.01 * s, factor_vae=0.70 + 0.01 * s),
-                    result("vae", 1.0, s, 5.0, 50.0, "dsprites", mig=0.10 + 0.01 * s, factor_vae=0.70 - 0.01 * s),
-                    result("echo_tc10", 1.0, s, 5.0, 50.0, "dsprites", mig=0.20 + 0.01 * s, factor_vae=0.70)]
+        results += [
+            result("echo", 1.0, s, 5.0, 50.0, "dsprites", mig=0.20 + 0.01 * s, factor_vae=0.70 + 0.01 * s),
+            result("vae", 1.0, s, 5.0, 50.0, "dsprites", mig=0.10 + 0.01 * s, factor_vae=0.70 - 0.01 * s),
+            result("echo_tc10", 1.0, s, 5.0, 50.0, "dsprites", mig=0.20 + 0.01 * s, factor_vae=0.70),
+        ]
     verdicts = {v.claim: v for v in reproduction.disentanglement_verdicts(reproduction._index(results), results)}
     assert verdicts["Echo disentangles at least as well as the VAE at beta = 1 (dsprites)"].status == "supported"
     assert verdicts["A TC penalty improves Echo's disentanglement (dsprites)"].status == "not supported"
@@ -118,13 +139,25 @@ def test_disentanglement_verdicts():
 def write_run(results_dir, run, test, curve):
     directory = os.path.join(results_dir, run.path)
     os.makedirs(directory)
-    row = {"beta": run.beta, "seed": run.seed, "dataset": run.config.dataset, "network": "mlp", "encoder": "x",
-           "marginal": "y", "test": test, "steps": 500, "seconds": 1.0}
+    row = {
+        "beta": run.beta,
+        "seed": run.seed,
+        "dataset": run.config.dataset,
+        "network": "mlp",
+        "encoder": "x",
+        "marginal": "y",
+        "test": test,
+        "steps": 500,
+        "seconds": 1.0,
+    }
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump({"experiment": "rate_distortion", "results": [row], "run": {"commit": "abc"}}, f)
     with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
         for epoch, value in curve:
-            f.write(json.dumps({"split": "test", "step": int(epoch * 50), "epoch": epoch, "test": {"neg_elbo": value}}) + "\n")
+            f.write(
+                json.dumps({"split": "test", "step": int(epoch * 50), "epoch": epoch, "test": {"neg_elbo": value}})
+                + "\n"
+            )
 
 
 def test_written_report_from_result_files(tmp_path):
@@ -137,12 +170,21 @@ def test_written_report_from_result_files(tmp_path):
     for run in runs[:6]:  # echo and vae at beta 1 (seeds 0, 1), echo at beta 2; vae at beta 2 pending
         rate, distortion = 10.0 + run.seed + (5 if run.variant == "echo" else 0), 100.0 - 3 * run.seed
         values[(run.variant, run.beta, run.seed)] = rate + distortion
-        write_run(results_dir, run, {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion},
-                  [(5.0, 150.0 + run.seed), (10.0, rate + distortion)])
+        write_run(
+            results_dir,
+            run,
+            {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion},
+            [(5.0, 150.0 + run.seed), (10.0, rate + distortion)],
+        )
     out = tmp_path / "docs" / "reproduction.md"
-    verdicts = reproduction.write_reproduction(campaign.load_config_file(path), runs,
-                                               campaign.finished_runs(results_dir), str(out),
-                                               str(tmp_path / "docs" / "figures"), command="make report")
+    verdicts = reproduction.write_reproduction(
+        campaign.load_config_file(path),
+        runs,
+        campaign.finished_runs(results_dir),
+        str(out),
+        str(tmp_path / "docs" / "figures"),
+        command="make report",
+    )
     text = out.read_text()
     assert "6 of 8 runs finished" in text and "`make report`" in text
     # echo beta 1: -ELBO 115 and 113 (mean 114, sd sqrt(2)); vae beta 1: 110 and 108

@@ -92,7 +92,8 @@ def test_memory_planning_splits_sweeps_that_do_not_fit():
     per_model = sweep.model_bytes(step, init, batch, "vmap")
     assert per_model > sweep.model_bytes(step, init, batch, "sequential") > 0  # temporaries count too
     fits = lambda n_models: sweep.models_per_program(
-        step, init, batch, 16, "vmap", capacity_bytes=int(per_model * n_models / 0.7) + 1)
+        step, init, batch, 16, "vmap", capacity_bytes=int(per_model * n_models / 0.7) + 1
+    )
     assert fits(100) == 16 and fits(5) == 5 and fits(1) == 1
     with pytest.raises(MemoryError, match="smaller batch_size"):
         fits(0.5)
@@ -104,7 +105,9 @@ def test_chunked_sweep_equals_one_program(tmp_path):
     chunked_config = tiny(defaults.rate_distortion_config(True), models_per_program=2, **base)
     chunked = train.train_and_evaluate(chunked_config, str(tmp_path / "b"))
     assert sorted(p for p in os.listdir(tmp_path / "b") if p.startswith("checkpoint")) == [
-        "checkpoints-0", "checkpoints-1"]
+        "checkpoints-0",
+        "checkpoints-1",
+    ]
     np.testing.assert_allclose(_tests(chunked), _tests(whole), rtol=2e-4, atol=1e-3)
 
 
@@ -167,16 +170,26 @@ def test_two_processes_share_one_sweep(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     workdirs = [tmp_path / "p0", tmp_path / "p1"]
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, f"127.0.0.1:{port}", str(i), str(workdirs[i])],
-                              env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_PROCESSES, f"127.0.0.1:{port}", str(i), str(workdirs[i])],
+            env=env,
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     assert results[0] == results[1] and results[0]["devices"] == 2
-    single = train.train_and_evaluate(tiny(defaults.rate_distortion_config(True), betas="0.5,2", iwae_samples=0),
-                                      str(tmp_path / "single"))
+    single = train.train_and_evaluate(
+        tiny(defaults.rate_distortion_config(True), betas="0.5,2", iwae_samples=0), str(tmp_path / "single")
+    )
     np.testing.assert_allclose(
-        [[t["rate"], t["distortion"]] for t in results[0]["test"]], _tests(single), rtol=2e-4, atol=1e-3)
+        [[t["rate"], t["distortion"]] for t in results[0]["test"]], _tests(single), rtol=2e-4, atol=1e-3
+    )
     assert (workdirs[0] / "results.json").exists() and not (workdirs[1] / "config.json").exists()

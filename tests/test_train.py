@@ -21,8 +21,19 @@ CONFIG_FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
 
 def test_the_eleven_original_variants_are_there():
     names = {os.path.basename(p)[:-3] for p in CONFIG_FILES}
-    assert names == {"echo", "echo_tanh64", "echo_linear", "vae", "info_vae", "vae_maf", "vae_vamp",
-                     "iaf_prior", "iaf_prior_mmd", "iaf_maf", "iaf_vamp"}
+    assert names == {
+        "echo",
+        "echo_tanh64",
+        "echo_linear",
+        "vae",
+        "info_vae",
+        "vae_maf",
+        "vae_vamp",
+        "iaf_prior",
+        "iaf_prior_mmd",
+        "iaf_maf",
+        "iaf_vamp",
+    }
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.basename(p)[:-3])
@@ -43,8 +54,8 @@ def test_every_config_runs_and_writes_results(path, tmp_path):
         assert test["rate"] >= config.model.latent_dim * -np.log(echo_clip(config.batch_size - 1)) - 1e-4
     else:
         assert "iwae_nll" in test
-    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {l["split"] for l in lines} == {"train", "test"}
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {line["split"] for line in lines} == {"train", "test"}
     assert json.loads((tmp_path / "config.json").read_text())["model"]["encoder"] == config.model.encoder
 
 
@@ -59,8 +70,13 @@ def kill_at_step_5(step):
 
 @pytest.mark.parametrize("encoder, marginal", [("echo", "none"), ("gaussian", "vamp")])
 def test_resume_after_a_kill_gives_the_same_numbers(encoder, marginal, tmp_path):
-    config = tiny(defaults.rate_distortion_config(quick=True), encoder=encoder, marginal=marginal,
-                  num_epochs=2, checkpoint_every_steps=3)
+    config = tiny(
+        defaults.rate_distortion_config(quick=True),
+        encoder=encoder,
+        marginal=marginal,
+        num_epochs=2,
+        checkpoint_every_steps=3,
+    )
     uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
 
     with pytest.raises(Killed):
@@ -72,9 +88,16 @@ def test_resume_after_a_kill_gives_the_same_numbers(encoder, marginal, tmp_path)
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
-    config = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal",
-                  learning_rate=1e12, lr_schedule="constant", num_epochs=3, checkpoint_every_steps=1,
-                  log_every_steps=1)
+    config = tiny(
+        defaults.rate_distortion_config(quick=True),
+        encoder="gaussian",
+        marginal="std_normal",
+        learning_rate=1e12,
+        lr_schedule="constant",
+        num_epochs=3,
+        checkpoint_every_steps=1,
+        log_every_steps=1,
+    )
     with pytest.raises(FloatingPointError, match=r"non-finite.*the last finite checkpoint \(step [1-9]\d*\) is kept"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
@@ -135,9 +158,14 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
     "schedule, epoch, expected",
     [
         # The original alemi_lr_sched as coded (spec 2.4): 3e-4 up to epoch 100, 3e-6 at 101, climbing back.
-        ("as_coded", 100, 3e-4), ("as_coded", 101, 3e-6), ("as_coded", 150, 1.5e-4), ("as_coded", 199, 2.97e-4),
+        ("as_coded", 100, 3e-4),
+        ("as_coded", 101, 3e-6),
+        ("as_coded", 150, 1.5e-4),
+        ("as_coded", 199, 2.97e-4),
         # The intended linear decay to 0 over epochs 100-200.
-        ("linear_decay", 100, 3e-4), ("linear_decay", 150, 1.5e-4), ("linear_decay", 199, 3e-6),
+        ("linear_decay", 100, 3e-4),
+        ("linear_decay", 150, 1.5e-4),
+        ("linear_decay", 199, 3e-6),
         ("constant", 199, 3e-4),
     ],
 )
@@ -180,8 +208,12 @@ def test_a_v01_workdir_resumes_to_the_same_numbers(tmp_path):
     template = jax.eval_shape(init, jax.ShapeDtypeStruct((1, 2), jnp.uint32))
     with checkpoints.Checkpointer(old / "checkpoints") as saved:
         states, _ = saved.restore(template, 3)
-    payload = {"states": serialization.to_state_dict(states), "step": 3, "seconds": 1.0,
-               "identity": json.dumps({"runs": [[1.0, 0]], "chunk": 0, "chunk_size": 1, "num_models": 1})}
+    payload = {
+        "states": serialization.to_state_dict(states),
+        "step": 3,
+        "seconds": 1.0,
+        "identity": json.dumps({"runs": [[1.0, 0]], "chunk": 0, "chunk_size": 1, "num_models": 1}),
+    }
     (old / "checkpoint.msgpack").write_bytes(serialization.msgpack_serialize(payload))
     shutil.rmtree(old / "checkpoints")
     resumed = train.train_and_evaluate(config, str(old))
@@ -196,12 +228,20 @@ def test_a_v01_workdir_resumes_to_the_same_numbers(tmp_path):
 def strict_json(text):
     def refuse(constant):
         raise ValueError(f"{constant} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_divergence_before_any_checkpoint_says_none_exists(tmp_path):
-    config = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal",
-                  learning_rate=1e12, lr_schedule="constant", num_epochs=2, log_every_steps=1)
+    config = tiny(
+        defaults.rate_distortion_config(quick=True),
+        encoder="gaussian",
+        marginal="std_normal",
+        learning_rate=1e12,
+        lr_schedule="constant",
+        num_epochs=2,
+        log_every_steps=1,
+    )
     with pytest.raises(FloatingPointError, match="no checkpoint was written before that") as raised:
         train.train_and_evaluate(config, str(tmp_path))
     assert "new --workdir" in str(raised.value) and "last finite checkpoint" not in str(raised.value)
@@ -226,14 +266,15 @@ def test_non_finite_evaluation_stops_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "evaluate", lambda *args: [{"rate": 1.0}, {"rate": float("inf")}])
     config = tiny(defaults.rate_distortion_config(quick=True), betas="1,2", seed=1)
-    with pytest.raises(DivergedError, match=r"test evaluation at step 4 is non-finite for \(beta, seed\) \[\(2.0, 1\)\]"):
+    with pytest.raises(
+        DivergedError, match=r"test evaluation at step 4 is non-finite for \(beta, seed\) \[\(2.0, 1\)\]"
+    ):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
 
 
 def _chunked(**overrides):
-    return tiny(defaults.rate_distortion_config(quick=True), betas="0.5,2", iwae_samples=0, num_epochs=2,
-                **overrides)
+    return tiny(defaults.rate_distortion_config(quick=True), betas="0.5,2", iwae_samples=0, num_epochs=2, **overrides)
 
 
 def test_chunk_layout_is_decided_once_and_reused_when_free_memory_changes(tmp_path, monkeypatch):
@@ -283,8 +324,9 @@ def test_run_files_without_config_json_or_a_damaged_checkpoint_are_refused(tmp_p
 
 
 def test_resume_removes_stale_temporary_files_and_trims_the_log(tmp_path):
-    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3,
-                  log_every_steps=1)
+    config = tiny(
+        defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3, log_every_steps=1
+    )
     train.train_and_evaluate(config, str(tmp_path / "a"))
 
     with pytest.raises(Killed):
@@ -292,7 +334,9 @@ def test_resume_removes_stale_temporary_files_and_trims_the_log(tmp_path):
     (tmp_path / "b" / ".tmp-abandoned-checkpoint.msgpack").write_bytes(b"half")
     train.train_and_evaluate(config, str(tmp_path / "b"))  # resumes at step 3: steps 4 and 5 are logged again
     assert not list((tmp_path / "b").glob(".tmp-*"))
-    records = lambda d: [(r["split"], r["step"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    records = lambda d: [
+        (r["split"], r["step"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+    ]
     assert records(tmp_path / "b") == records(tmp_path / "a")
 
 

@@ -22,6 +22,6 @@ def get_config():
         overrides={"num_epochs": 200, "eval_every_epochs": 10, "iwae_samples": 100, "log_every_steps": 500},
         dsprites_overrides={"log_every_steps": 1000},
         schedule="the paper's: conv network of Alemi et al. (2018), latent 32, batch 100, Adam lr 3e-4 constant "
-                 "for 100 epochs then linearly to 0 at epoch 200; a 100-sample IWAE bound at the end. dSprites: 26 "
-                 "epochs (299,520 steps) of batch 64.",
+        "for 100 epochs then linearly to 0 at epoch 200; a 100-sample IWAE bound at the end. dSprites: 26 "
+        "epochs (299,520 steps) of batch 64.",
     )

@@ -18,14 +18,26 @@ def get_config():
     return paper_campaign(
         "paper_mlp",
         quick=True,
-        overrides={"num_epochs": 100, "eval_every_epochs": 10, "iwae_samples": 100, "log_every_steps": 500,
-                   "learning_rate": 1e-3, "lr_schedule": "linear_decay"},
-        dsprites_overrides={"num_train_steps": 30_000, "num_test_examples": 10_000, "log_every_steps": 1000,
-                            "mig_points": 10_000, "factor_vae_train": 10_000, "factor_vae_eval": 5_000,
-                            "factor_vae_variance_points": 10_000},
+        overrides={
+            "num_epochs": 100,
+            "eval_every_epochs": 10,
+            "iwae_samples": 100,
+            "log_every_steps": 500,
+            "learning_rate": 1e-3,
+            "lr_schedule": "linear_decay",
+        },
+        dsprites_overrides={
+            "num_train_steps": 30_000,
+            "num_test_examples": 10_000,
+            "log_every_steps": 1000,
+            "mig_points": 10_000,
+            "factor_vae_train": 10_000,
+            "factor_vae_eval": 5_000,
+            "factor_vae_variance_points": 10_000,
+        },
         schedule="MLP 784-500-500, latent 32, batch 100, Adam lr 1e-3 constant for 50 epochs then linearly to 0 "
-                 "at epoch 100 (50,000 steps); test terms every 10 epochs on the full test split; a 100-sample IWAE "
-                 "bound at the end (Gaussian and IAF encoders). dSprites: 30,000 steps of batch 64, MIG on 10,000 "
-                 "points, FactorVAE 10,000 / 5,000 votes. The paper used the conv network for 200 epochs "
-                 "(configs/campaigns/paper_conv.py).",
+        "at epoch 100 (50,000 steps); test terms every 10 epochs on the full test split; a 100-sample IWAE "
+        "bound at the end (Gaussian and IAF encoders). dSprites: 30,000 steps of batch 64, MIG on 10,000 "
+        "points, FactorVAE 10,000 / 5,000 votes. The paper used the conv network for 200 epochs "
+        "(configs/campaigns/paper_conv.py).",
     )

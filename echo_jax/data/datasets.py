@@ -115,8 +115,12 @@ def _load_idx_dataset(
         labels = readers.parse_idx(read_verified(f"{folder}/{prefix}-labels-idx1-ubyte.gz", data_dir), f"{name} labels")
     if split != "test":
         if validation_size >= len(images):  # a small tfds-prepared split
-            raise ValueError(f"validation_size {validation_size} leaves none of the {len(images)} {name} training images.")
-        keep = slice(len(images) - validation_size, None) if split == "valid" else slice(0, len(images) - validation_size)
+            raise ValueError(
+                f"validation_size {validation_size} leaves none of the {len(images)} {name} training images."
+            )
+        keep = (
+            slice(len(images) - validation_size, None) if split == "valid" else slice(0, len(images) - validation_size)
+        )
         images, labels = images[keep], labels[keep]
     return _grey(name, split, images, labels, binarize)
 
@@ -239,8 +243,10 @@ def _dsprites_dataset(name: str, split: str, images: np.ndarray, classes: np.nda
 def random_subset(num_total: int, num_examples: int | None) -> np.ndarray | None:
     """Sorted indices of a fixed random subset of `num_examples` out of `num_total` (None: all)."""
     if num_examples is not None and num_examples > num_total:
-        raise ValueError(f"num_examples={num_examples} is more than the {num_total} examples there are; use at "
-                         f"most {num_total} (or None for all)")
+        raise ValueError(
+            f"num_examples={num_examples} is more than the {num_total} examples there are; use at "
+            f"most {num_total} (or None for all)"
+        )
     if num_examples is None or num_examples == num_total:
         return None
     if num_examples < 1:
@@ -270,12 +276,20 @@ def _load_dsprites(split: str, data_dir: Path | str, source: str, num_examples: 
 
 
 def _load_dsprites_correlated(
-    split: str, data_dir: Path | str, source: str, remove_prob: float, n_blocks: int, seed: int, num_examples: int | None
+    split: str,
+    data_dir: Path | str,
+    source: str,
+    remove_prob: float,
+    n_blocks: int,
+    seed: int,
+    num_examples: int | None,
 ) -> ArrayDataset:
     keep = dsprites.correlated_keep_mask(remove_prob, n_blocks, seed)
     chosen = np.flatnonzero(keep if split == "train" else ~keep)
     subset = random_subset(len(chosen), num_examples)
-    return _dsprites_images("dsprites_correlated", split, data_dir, source, chosen if subset is None else chosen[subset])
+    return _dsprites_images(
+        "dsprites_correlated", split, data_dir, source, chosen if subset is None else chosen[subset]
+    )
 
 
 def mnist_sample_path() -> Path:
@@ -310,12 +324,20 @@ _SPECS: Final[dict[str, _Spec]] = {
     "mnist": _Spec(
         _load_mnist,
         ("train", "valid", "test"),
-        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None), "source": ("files", _FILE_SOURCES)},
+        {
+            "binarize": ("dynamic", _GREY_BINARIZATIONS),
+            "validation_size": (0, None),
+            "source": ("files", _FILE_SOURCES),
+        },
     ),
     "fashion_mnist": _Spec(
         _load_fashion_mnist,
         ("train", "valid", "test"),
-        {"binarize": ("dynamic", _GREY_BINARIZATIONS), "validation_size": (0, None), "source": ("files", _FILE_SOURCES)},
+        {
+            "binarize": ("dynamic", _GREY_BINARIZATIONS),
+            "validation_size": (0, None),
+            "source": ("files", _FILE_SOURCES),
+        },
     ),
     "omniglot": _Spec(
         _load_omniglot,
@@ -432,6 +454,10 @@ def load(
     if chosen is None:
         return dataset
     take = lambda a: None if a is None else a[chosen]
-    return dataclasses.replace(dataset, images=dataset.images[chosen], labels=take(dataset.labels),
-                               factor_classes=take(dataset.factor_classes), factor_values=take(dataset.factor_values))
-
+    return dataclasses.replace(
+        dataset,
+        images=dataset.images[chosen],
+        labels=take(dataset.labels),
+        factor_classes=take(dataset.factor_classes),
+        factor_values=take(dataset.factor_values),
+    )

@@ -88,7 +88,12 @@ def batches(
 
 
 def _iterate(
-    dataset: ArrayDataset, batch_size: int, order: np.ndarray | None, count: int, rng_prefix: tuple[int, ...], start: int
+    dataset: ArrayDataset,
+    batch_size: int,
+    order: np.ndarray | None,
+    count: int,
+    rng_prefix: tuple[int, ...],
+    start: int,
 ) -> Iterator[np.ndarray]:
     for step in range(start, count):
         window = slice(step * batch_size, (step + 1) * batch_size)

@@ -35,14 +35,18 @@ def open_npz(path: Path, **kwargs):
     try:
         archive = np.load(path, **kwargs)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataFormatError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
-                              "again (or copy a good one there)") from None
+        raise DataFormatError(
+            f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
+            "again (or copy a good one there)"
+        ) from None
     with archive:
         try:
             yield archive
         except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            raise DataFormatError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
-                                  "again (or copy a good one there)") from None
+            raise DataFormatError(
+                f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
+                "again (or copy a good one there)"
+            ) from None
 
 
 def parse_idx(content: bytes, what: str) -> np.ndarray:
@@ -121,7 +125,9 @@ def read_omniglot_npz(path: Path) -> np.ndarray:
         images = archive["images"]
     expected_tail = (OMNIGLOT_DRAWERS, OMNIGLOT_SIZE, OMNIGLOT_SIZE)
     if images.dtype != bool or images.ndim != 4 or images.shape[1:] != expected_tail:
-        raise DataFormatError(f"{path}: images must be bool (characters, {expected_tail}), got {images.dtype} {images.shape}.")
+        raise DataFormatError(
+            f"{path}: images must be bool (characters, {expected_tail}), got {images.dtype} {images.shape}."
+        )
     return images
 
 
@@ -222,7 +228,9 @@ def read_dsprites_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise DataFormatError(f"{path} must hold 'imgs' and 'latents/classes'.")
             images, classes = archive["imgs"][()], archive["latents/classes"][()]
     if images.ndim != 3 or images.shape[1:] != (64, 64) or classes.shape != (len(images), 6):
-        raise DataFormatError(f"{path}: expected imgs (N, 64, 64) and classes (N, 6), got {images.shape}, {classes.shape}.")
+        raise DataFormatError(
+            f"{path}: expected imgs (N, 64, 64) and classes (N, 6), got {images.shape}, {classes.shape}."
+        )
     if images.max(initial=0) > 1:
         raise DataFormatError(f"{path}: dSprites images must be binary 0/1.")
     if (classes[:, 0] != 0).any():

@@ -46,7 +46,11 @@ KNOWN_VERSIONS: Final[dict[str, tuple[str, ...]]] = {
     "dsprites": ("2.0.0", "2.1.0"),
 }
 DSPRITES_FACTOR_FEATURES: Final = (
-    "label_shape", "label_scale", "label_orientation", "label_x_position", "label_y_position"
+    "label_shape",
+    "label_scale",
+    "label_orientation",
+    "label_x_position",
+    "label_y_position",
 )
 # Records decoded per call to the data source: bounds the memory of decoded, not yet converted, images.
 _CHUNK: Final = 4096
@@ -76,7 +80,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
     Returns:
       The folder as a string (a URL stays a URL).
     """
-    folder = os.fspath(data_dir) if data_dir is not None else os.environ.get(TFDS_DATA_DIR_ENV) or "~/tensorflow_datasets"
+    folder = (
+        os.fspath(data_dir) if data_dir is not None else os.environ.get(TFDS_DATA_DIR_ENV) or "~/tensorflow_datasets"
+    )
     return folder if "://" in folder else os.path.expanduser(folder)
 
 
@@ -111,13 +117,17 @@ def prepared_dir(tfds_name: str, data_dir: str) -> Any:
     root = epath.Path(data_dir) / tfds_name
     # A folder such as 3.0.1 without dataset_info.json is unfinished (tfds renames it into place when done).
     versions = sorted(
-        (path.name for path in (root.iterdir() if root.is_dir() else ())
-         if _VERSION_PATTERN.fullmatch(path.name) and (path / "dataset_info.json").exists()),
+        (
+            path.name
+            for path in (root.iterdir() if root.is_dir() else ())
+            if _VERSION_PATTERN.fullmatch(path.name) and (path / "dataset_info.json").exists()
+        ),
         key=lambda version: tuple(int(part) for part in version.split(".")),
     )
     if not versions:
         raise DataUnavailableError(
-            f"The tfds dataset {tfds_name!r} is not prepared in {data_dir} (no {tfds_name}/<version>/dataset_info.json) "
+            f"The tfds dataset {tfds_name!r} is not prepared in {data_dir} "
+            f"(no {tfds_name}/<version>/dataset_info.json) "
             f"and echo-jax never downloads through tfds. {_prepare_hint(tfds_name, data_dir)}"
         )
     known = [version for version in versions if version in KNOWN_VERSIONS[tfds_name]]
@@ -185,7 +195,9 @@ class PreparedSplit:
         tfds = _tfds()
         # One file at a time, in order: the default interleaving would mix the shards.
         dataset = self.builder.as_dataset(
-            split=self.split, batch_size=_CHUNK, shuffle_files=False,
+            split=self.split,
+            batch_size=_CHUNK,
+            shuffle_files=False,
             read_config=tfds.ReadConfig(interleave_cycle_length=1),
         )
         start = 0
@@ -296,7 +308,8 @@ def read_indexed(
         indices = np.asarray(indices, np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= prepared.num_examples):
             raise DataFormatError(
-                f"The tfds split {tfds_name}/{split} holds {prepared.num_examples} examples; index {indices.max()} asked."
+                f"The tfds split {tfds_name}/{split} holds {prepared.num_examples} examples; "
+                f"index {indices.max()} asked."
             )
         positions = positions[indices]
     return prepared.read(positions, converters)
@@ -320,7 +333,9 @@ def read_binarized_mnist(split: str, data_dir: str) -> np.ndarray:
     """(N, 28, 28) uint8 in {0, 1}: one split of tfds' binarized_mnist, in the order of the .amat file."""
     images = read_indexed("binarized_mnist", split, data_dir, {"image": _first_channel})["image"]
     if images.max(initial=0) > 1:
-        raise DataFormatError(f"tfds binarized_mnist/{split} in {data_dir} holds values above 1: not the binarized images.")
+        raise DataFormatError(
+            f"tfds binarized_mnist/{split} in {data_dir} holds values above 1: not the binarized images."
+        )
     return images
 
 
@@ -390,7 +405,8 @@ def read_omniglot_characters(split: str, data_dir: str) -> dict[int, np.ndarray]
         character = int(arrays["alphabet_char_id"][stored[0]])
         if len(stored) != OMNIGLOT_DRAWERS:
             raise DataFormatError(
-                f"tfds omniglot/{split} in {data_dir}: character {label} has {len(stored)} drawings, not {OMNIGLOT_DRAWERS}."
+                f"tfds omniglot/{split} in {data_dir}: character {label} has {len(stored)} drawings, "
+                f"not {OMNIGLOT_DRAWERS}."
             )
         # The builder keys a drawing by its file, "{alphabet}_{character}_{XXXX}_{YY}.png" (XXXX = label + 1,
         # YY = drawer + 1): ordering this character's 20 keys by hash gives the drawer of each stored example.

@@ -13,17 +13,16 @@ def check_codes(codes: Any, name: str = "codes", min_dims: int = 1) -> np.ndarra
     if array.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (num_points, num_code_dims); got shape {array.shape}. "
-            "Reshape or stack the representations into one row per data point.")
+            "Reshape or stack the representations into one row per data point."
+        )
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise ValueError(f"{name} must hold real numbers; got dtype {array.dtype}.")
     if array.shape[0] < 2:
         raise ValueError(f"{name} needs at least 2 data points; got {array.shape[0]}.")
     if array.shape[1] < min_dims:
-        raise ValueError(
-            f"{name} needs at least {min_dims} code dimension(s) for this metric; got {array.shape[1]}.")
+        raise ValueError(f"{name} needs at least {min_dims} code dimension(s) for this metric; got {array.shape[1]}.")
     if not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"{name} contains NaN or infinite values; check the model that produced the representation.")
+        raise ValueError(f"{name} contains NaN or infinite values; check the model that produced the representation.")
     return array
 
 
@@ -33,15 +32,18 @@ def check_factors(factors: Any, num_points: int, name: str = "factors") -> np.nd
     if array.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array (num_points, num_factors) of integer classes; got shape "
-            f"{array.shape}. Use factors[:, None] for a single factor.")
+            f"{array.shape}. Use factors[:, None] for a single factor."
+        )
     if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(
             f"{name} must hold integer class labels; got dtype {array.dtype}. Pass factor indices "
-            "(e.g. dSprites latents_classes), not continuous factor values.")
+            "(e.g. dSprites latents_classes), not continuous factor values."
+        )
     if array.shape[0] != num_points:
         raise ValueError(
             f"{name} has {array.shape[0]} rows but the codes have {num_points}; they must describe the "
-            "same data points, row by row.")
+            "same data points, row by row."
+        )
     if array.shape[1] < 1:
         raise ValueError(f"{name} needs at least one factor column.")
     return array
@@ -56,8 +58,10 @@ def check_train_test(
     codes_test = check_codes(codes_test, "codes_test")
     factors_test = check_factors(factors_test, codes_test.shape[0], "factors_test")
     if codes_test.shape[1] != codes.shape[1] or factors_test.shape[1] != factors.shape[1]:
-        raise ValueError("codes_test/factors_test must have the same columns as codes/factors; got "
-                         f"{codes_test.shape[1]}/{factors_test.shape[1]} vs {codes.shape[1]}/{factors.shape[1]}.")
+        raise ValueError(
+            "codes_test/factors_test must have the same columns as codes/factors; got "
+            f"{codes_test.shape[1]}/{factors_test.shape[1]} vs {codes.shape[1]}/{factors.shape[1]}."
+        )
     return codes, factors, codes_test, factors_test
 
 

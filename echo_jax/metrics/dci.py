@@ -37,8 +37,7 @@ def _standardise(values: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Arra
 
 
 @functools.partial(jax.jit, static_argnames=("num_iterations",))
-def _lasso_weights(design: jax.Array, targets: jax.Array, l1_penalty: jax.Array,
-                   num_iterations: int) -> jax.Array:
+def _lasso_weights(design: jax.Array, targets: jax.Array, l1_penalty: jax.Array, num_iterations: int) -> jax.Array:
     """(D, K) Lasso weights for centred `design` (N, D) and centred `targets` (N, K), by FISTA."""
     num_points = design.shape[0]
     gram = design.T @ design / num_points
@@ -84,8 +83,15 @@ def _nrmse(design: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Arr
     return jnp.sqrt(((design @ weights - targets) ** 2).mean(axis=0)).mean()
 
 
-def dci(codes: Any, factors: Any, codes_test: Any, factors_test: Any, *, l1_penalty: float = 0.02,
-        num_iterations: int = 2_000) -> dict[str, jax.Array]:
+def dci(
+    codes: Any,
+    factors: Any,
+    codes_test: Any,
+    factors_test: Any,
+    *,
+    l1_penalty: float = 0.02,
+    num_iterations: int = 2_000,
+) -> dict[str, jax.Array]:
     """DCI scores from arrays, with a Lasso importance model (see the module docstring).
 
     Args:
@@ -103,11 +109,14 @@ def dci(codes: Any, factors: Any, codes_test: Any, factors_test: Any, *, l1_pena
     """
     codes, factors, codes_test, factors_test = _validation.check_train_test(codes, factors, codes_test, factors_test)
     if factors.shape[1] < 2 or codes.shape[1] < 2:
-        raise ValueError("dci needs at least 2 factors and 2 code dimensions (its entropies are taken "
-                         f"in base K and base D); got K={factors.shape[1]}, D={codes.shape[1]}.")
+        raise ValueError(
+            "dci needs at least 2 factors and 2 code dimensions (its entropies are taken "
+            f"in base K and base D); got K={factors.shape[1]}, D={codes.shape[1]}."
+        )
     if not l1_penalty >= 0 or int(num_iterations) != num_iterations or num_iterations < 1:
-        raise ValueError(f"need l1_penalty >= 0 and a positive integer num_iterations; got "
-                         f"{l1_penalty!r}, {num_iterations!r}.")
+        raise ValueError(
+            f"need l1_penalty >= 0 and a positive integer num_iterations; got {l1_penalty!r}, {num_iterations!r}."
+        )
     codes, codes_test = jnp.asarray(codes, jnp.float32), jnp.asarray(codes_test, jnp.float32)
     factors, factors_test = jnp.asarray(factors, jnp.float32), jnp.asarray(factors_test, jnp.float32)
     code_mean, code_std = codes.mean(axis=0), codes.std(axis=0)

@@ -28,7 +28,7 @@ Departures from disentanglement_lib, all deliberate:
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,31 +62,49 @@ def _accuracy(votes: jax.Array, classifier: jax.Array) -> jax.Array:
     return hits / jnp.maximum(votes.sum(), 1)
 
 
-def _collect_votes(rng: np.random.Generator, sample_factors: FactorSampler, render: Renderer,
-                   represent: Representer, factor_sizes: tuple[int, ...], batch_size: int,
-                   num_votes: int, global_variances: jax.Array, active: jax.Array) -> np.ndarray:
+def _collect_votes(
+    rng: np.random.Generator,
+    sample_factors: FactorSampler,
+    render: Renderer,
+    represent: Representer,
+    factor_sizes: tuple[int, ...],
+    batch_size: int,
+    num_votes: int,
+    global_variances: jax.Array,
+    active: jax.Array,
+) -> np.ndarray:
     """(K, D) vote counts from `num_votes` fixed-factor batches."""
     num_factors = len(factor_sizes)
     votes = np.zeros((num_factors, global_variances.shape[0]), dtype=np.int32)
     for start in range(0, num_votes, VOTES_PER_CHUNK):
         chunk = min(VOTES_PER_CHUNK, num_votes - start)
         fixed = rng.integers(num_factors, size=chunk)
-        factors = check_sampled_factors(sample_factors(rng, chunk * batch_size), chunk * batch_size,
-                                        factor_sizes).reshape(chunk, batch_size, num_factors).copy()
+        factors = (
+            check_sampled_factors(sample_factors(rng, chunk * batch_size), chunk * batch_size, factor_sizes)
+            .reshape(chunk, batch_size, num_factors)
+            .copy()
+        )
         rows = np.arange(chunk)
         factors[rows, :, fixed] = factors[rows, 0, fixed][:, None]
         codes = represent_factors(render, represent, factors.reshape(-1, num_factors), batch_size)
-        dims = np.asarray(_vote_dims(jnp.asarray(codes.reshape(chunk, batch_size, -1)),
-                                     global_variances, active))
+        dims = np.asarray(_vote_dims(jnp.asarray(codes.reshape(chunk, batch_size, -1)), global_variances, active))
         np.add.at(votes, (fixed, dims), 1)
     return votes
 
 
-def factor_vae_score(sample_factors: FactorSampler, render: Renderer, represent: Representer,
-                     factor_sizes: Sequence[int], *, seed: int = 12, batch_size: int = 64,
-                     num_train: int = 10_000, num_eval: int = 5_000,
-                     num_variance_estimate: int = 10_000, prune_threshold: float = 0.05
-                     ) -> dict[str, float | int]:
+def factor_vae_score(
+    sample_factors: FactorSampler,
+    render: Renderer,
+    represent: Representer,
+    factor_sizes: Sequence[int],
+    *,
+    seed: int = 12,
+    batch_size: int = 64,
+    num_train: int = 10_000,
+    num_eval: int = 5_000,
+    num_variance_estimate: int = 10_000,
+    prune_threshold: float = 0.05,
+) -> dict[str, float | int]:
     """FactorVAE score of a model on a ground-truth world (see the module docstring).
 
     Args:
@@ -121,8 +139,9 @@ def factor_vae_score(sample_factors: FactorSampler, render: Renderer, represent:
 
     rng = np.random.default_rng(seed)
     num_batches = -(-int(num_variance_estimate) // batch_size)
-    factors = check_sampled_factors(sample_factors(rng, num_batches * batch_size),
-                                    num_batches * batch_size, factor_sizes)
+    factors = check_sampled_factors(
+        sample_factors(rng, num_batches * batch_size), num_batches * batch_size, factor_sizes
+    )
     codes = represent_factors(render, represent, factors, batch_size)[:num_variance_estimate]
     global_variances = jnp.var(jnp.asarray(codes), axis=0, ddof=1)
     active = jnp.sqrt(global_variances) >= prune_threshold
@@ -130,8 +149,17 @@ def factor_vae_score(sample_factors: FactorSampler, render: Renderer, represent:
     if num_active == 0:
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
 
-    collect = functools.partial(_collect_votes, rng, sample_factors, render, represent, factor_sizes,
-                                batch_size, global_variances=global_variances, active=active)
+    collect = functools.partial(
+        _collect_votes,
+        rng,
+        sample_factors,
+        render,
+        represent,
+        factor_sizes,
+        batch_size,
+        global_variances=global_variances,
+        active=active,
+    )
     train_votes = jnp.asarray(collect(num_votes=int(num_train)))
     classifier = jnp.argmax(train_votes, axis=0)
     eval_votes = jnp.asarray(collect(num_votes=int(num_eval)))

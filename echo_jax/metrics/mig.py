@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from echo_jax.metrics import _validation
 from echo_jax.metrics._discretize import discretize
@@ -26,8 +25,9 @@ from echo_jax.metrics.sampling import FactorSampler, Renderer, Representer, gene
 
 
 @functools.partial(jax.jit, static_argnames=("num_bins", "num_classes"))
-def _mig_from_labels(code_bins: jax.Array, factor_labels: jax.Array, num_bins: int,
-                     num_classes: int) -> tuple[jax.Array, jax.Array]:
+def _mig_from_labels(
+    code_bins: jax.Array, factor_labels: jax.Array, num_bins: int, num_classes: int
+) -> tuple[jax.Array, jax.Array]:
     mutual_info = discrete_mutual_info(code_bins, factor_labels, num_bins, num_classes)  # (D, K)
     entropy = discrete_entropy(factor_labels, num_classes)  # (K,)
     top_two = jax.lax.top_k(mutual_info.T, 2)[0]  # (K, 2), sorted descending
@@ -54,16 +54,23 @@ def mig(codes: Any, factors: Any, *, num_bins: int = 20) -> dict[str, jax.Array]
     if constant:
         raise ValueError(
             f"factor column(s) {constant} take a single value, so their entropy is 0 and MIG is "
-            "undefined; drop those columns or sample more points.")
+            "undefined; drop those columns or sample more points."
+        )
     code_bins = discretize(codes, num_bins)
-    mean, per_factor = _mig_from_labels(jnp.asarray(code_bins), jnp.asarray(labels),
-                                        int(num_bins), num_classes)
+    mean, per_factor = _mig_from_labels(jnp.asarray(code_bins), jnp.asarray(labels), int(num_bins), num_classes)
     return {"mig": mean, "per_factor": per_factor}
 
 
-def mig_from_model(sample_factors: FactorSampler, render: Renderer, represent: Representer, *,
-                   num_points: int = 10_000, batch_size: int = 64, seed: int = 0,
-                   num_bins: int = 20) -> dict[str, jax.Array]:
+def mig_from_model(
+    sample_factors: FactorSampler,
+    render: Renderer,
+    represent: Representer,
+    *,
+    num_points: int = 10_000,
+    batch_size: int = 64,
+    seed: int = 0,
+    num_bins: int = 20,
+) -> dict[str, jax.Array]:
     """MIG of a model on a ground-truth world: sample, render, represent, then `mig`.
 
     The original drew 9,984 points with a random state forced to seed 0 (disentanglement_lib
@@ -81,6 +88,5 @@ def mig_from_model(sample_factors: FactorSampler, render: Renderer, represent: R
     Returns:
       As `mig`.
     """
-    codes, factors = generate_codes(sample_factors, render, represent, num_points,
-                                    batch_size=batch_size, seed=seed)
+    codes, factors = generate_codes(sample_factors, render, represent, num_points, batch_size=batch_size, seed=seed)
     return mig(codes, factors, num_bins=num_bins)

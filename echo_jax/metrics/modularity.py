@@ -46,8 +46,14 @@ def modularity_from_mutual_info(mutual_info: jax.Array) -> jax.Array:
     return jnp.where(top > 0, 1.0 - deviation, 0.0).mean()
 
 
-def _fit_logistic(design: jax.Array, labels: jax.Array, class_mask: jax.Array,
-                  inverse_l2: float, max_iterations: int, tolerance: float):
+def _fit_logistic(
+    design: jax.Array,
+    labels: jax.Array,
+    class_mask: jax.Array,
+    inverse_l2: float,
+    max_iterations: int,
+    tolerance: float,
+):
     """Multinomial logistic regression of `labels` (N,) on `design` (N, D) by L-BFGS."""
     num_points = design.shape[0]
     one_hot = jax.nn.one_hot(labels, class_mask.shape[0], dtype=design.dtype)
@@ -61,14 +67,15 @@ def _fit_logistic(design: jax.Array, labels: jax.Array, class_mask: jax.Array,
 
     solver = optax.lbfgs()
     value_and_grad = optax.value_and_grad_from_state(objective)
-    params = (jnp.zeros((design.shape[1], class_mask.shape[0]), design.dtype),
-              jnp.zeros((class_mask.shape[0],), design.dtype))
+    params = (
+        jnp.zeros((design.shape[1], class_mask.shape[0]), design.dtype),
+        jnp.zeros((class_mask.shape[0],), design.dtype),
+    )
 
     def step(carry):
         params, state = carry
         value, grad = value_and_grad(params, state=state)
-        updates, state = solver.update(grad, state, params, value=value, grad=grad,
-                                       value_fn=objective)
+        updates, state = solver.update(grad, state, params, value=value, grad=grad, value_fn=objective)
         return optax.apply_updates(params, updates), state
 
     def keep_going(carry):
@@ -87,8 +94,9 @@ def _macro_roc_auc(probabilities: jax.Array, labels: jax.Array, class_mask: jax.
     def auc_for_class(scores, positive):
         ordered = jnp.sort(scores)
         # Mid-ranks (1-based), ties sharing their average rank: the Mann-Whitney form of the AUC.
-        ranks = 0.5 * (jnp.searchsorted(ordered, scores, side="left")
-                       + jnp.searchsorted(ordered, scores, side="right") + 1.0)
+        ranks = 0.5 * (
+            jnp.searchsorted(ordered, scores, side="left") + jnp.searchsorted(ordered, scores, side="right") + 1.0
+        )
         num_pos = positive.sum()
         num_neg = positive.shape[0] - num_pos
         rank_sum = jnp.where(positive, ranks, 0.0).sum()
@@ -102,8 +110,7 @@ def _macro_roc_auc(probabilities: jax.Array, labels: jax.Array, class_mask: jax.
 
 
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
-def _explicitness(design, labels, design_test, labels_test, class_mask, inverse_l2, max_iterations,
-                  tolerance):
+def _explicitness(design, labels, design_test, labels_test, class_mask, inverse_l2, max_iterations, tolerance):
     """(train, test) explicitness averaged over factors; labels are (N, K) with -1 = unseen."""
 
     def per_factor(labels_k, labels_test_k, mask_k):
@@ -111,17 +118,23 @@ def _explicitness(design, labels, design_test, labels_test, class_mask, inverse_
         absent = jnp.where(mask_k, 0.0, _ABSENT_CLASS_LOGIT)
         prob_train = jax.nn.softmax(design @ weights + bias + absent, axis=-1)
         prob_test = jax.nn.softmax(design_test @ weights + bias + absent, axis=-1)
-        return (_macro_roc_auc(prob_train, labels_k, mask_k),
-                _macro_roc_auc(prob_test, labels_test_k, mask_k))
+        return (_macro_roc_auc(prob_train, labels_k, mask_k), _macro_roc_auc(prob_test, labels_test_k, mask_k))
 
     train, test = jax.vmap(per_factor, in_axes=(1, 1, 0))(labels, labels_test, class_mask)
     return train.mean(), test.mean()
 
 
-def modularity_explicitness(codes: Any, factors: Any, codes_test: Any, factors_test: Any, *,
-                            num_bins: int = 20, inverse_l2: float = 1.0,
-                            max_iterations: int = 500, tolerance: float = 1e-5
-                            ) -> dict[str, jax.Array]:
+def modularity_explicitness(
+    codes: Any,
+    factors: Any,
+    codes_test: Any,
+    factors_test: Any,
+    *,
+    num_bins: int = 20,
+    inverse_l2: float = 1.0,
+    max_iterations: int = 500,
+    tolerance: float = 1e-5,
+) -> dict[str, jax.Array]:
     """Modularity (training points) and explicitness (train and test) from arrays.
 
     Args:
@@ -142,19 +155,29 @@ def modularity_explicitness(codes: Any, factors: Any, codes_test: Any, factors_t
     if factors.shape[1] < 2:
         raise ValueError(f"modularity needs at least 2 factors; got {factors.shape[1]}.")
     if not inverse_l2 > 0 or int(max_iterations) != max_iterations or max_iterations < 1:
-        raise ValueError(f"need inverse_l2 > 0 and a positive integer max_iterations; got "
-                         f"{inverse_l2!r}, {max_iterations!r}.")
+        raise ValueError(
+            f"need inverse_l2 > 0 and a positive integer max_iterations; got {inverse_l2!r}, {max_iterations!r}."
+        )
     labels, num_classes = _validation.relabel(factors)
     labels_test, _ = _validation.relabel(factors_test, classes_from=factors)
-    class_mask = np.stack([np.arange(num_classes) <= labels[:, k].max()
-                           for k in range(labels.shape[1])])
-    mutual_info = discrete_mutual_info(jnp.asarray(discretize(codes, num_bins)), jnp.asarray(labels),
-                                       int(num_bins), num_classes)
+    class_mask = np.stack([np.arange(num_classes) <= labels[:, k].max() for k in range(labels.shape[1])])
+    mutual_info = discrete_mutual_info(
+        jnp.asarray(discretize(codes, num_bins)), jnp.asarray(labels), int(num_bins), num_classes
+    )
     mean, std = codes.mean(axis=0), codes.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     train, test = _explicitness(
-        jnp.asarray((codes - mean) / std, jnp.float32), jnp.asarray(labels),
-        jnp.asarray((codes_test - mean) / std, jnp.float32), jnp.asarray(labels_test),
-        jnp.asarray(class_mask), jnp.float32(inverse_l2), int(max_iterations), jnp.float32(tolerance))
-    return {"modularity": modularity_from_mutual_info(mutual_info),
-            "explicitness_train": train, "explicitness_test": test}
+        jnp.asarray((codes - mean) / std, jnp.float32),
+        jnp.asarray(labels),
+        jnp.asarray((codes_test - mean) / std, jnp.float32),
+        jnp.asarray(labels_test),
+        jnp.asarray(class_mask),
+        jnp.float32(inverse_l2),
+        int(max_iterations),
+        jnp.float32(tolerance),
+    )
+    return {
+        "modularity": modularity_from_mutual_info(mutual_info),
+        "explicitness_train": train,
+        "explicitness_test": test,
+    }

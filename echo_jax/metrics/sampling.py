@@ -9,7 +9,8 @@ other images of its batch, so the batch is part of the definition of the represe
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,27 +29,26 @@ def check_batch_size(batch_size: int, minimum: int = 1) -> int:
     return int(batch_size)
 
 
-def check_sampled_factors(factors: Any, num_points: int, factor_sizes: tuple[int, ...] | None = None
-                          ) -> np.ndarray:
+def check_sampled_factors(factors: Any, num_points: int, factor_sizes: tuple[int, ...] | None = None) -> np.ndarray:
     """Checks the output of a factor sampler: (num_points, K) integers, within factor_sizes if given."""
     array = np.asarray(factors)
     if array.shape[:1] != (num_points,) or array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(
             f"sample_factors(rng, {num_points}) must return a ({num_points}, num_factors) integer "
-            f"array of factor classes; got shape {array.shape}, dtype {array.dtype}.")
+            f"array of factor classes; got shape {array.shape}, dtype {array.dtype}."
+        )
     if factor_sizes is not None:
         if array.shape[1] != len(factor_sizes):
             raise ValueError(
                 f"sample_factors returns {array.shape[1]} factors but factor_sizes has "
-                f"{len(factor_sizes)} entries; they must agree.")
+                f"{len(factor_sizes)} entries; they must agree."
+            )
         if np.any(array < 0) or np.any(array >= np.asarray(factor_sizes)):
-            raise ValueError(
-                f"sample_factors returned classes outside 0..size-1 for factor_sizes {factor_sizes}.")
+            raise ValueError(f"sample_factors returned classes outside 0..size-1 for factor_sizes {factor_sizes}.")
     return array
 
 
-def represent_factors(render: Renderer, represent: Representer, factors: np.ndarray,
-                      batch_size: int) -> np.ndarray:
+def represent_factors(render: Renderer, represent: Representer, factors: np.ndarray, batch_size: int) -> np.ndarray:
     """Renders factor rows and represents them, `batch_size` observations per represent() call.
 
     Args:
@@ -66,20 +66,27 @@ def represent_factors(render: Renderer, represent: Representer, factors: np.ndar
     render_chunk = max(batch_size, RENDER_CHUNK // batch_size * batch_size)
     codes = []
     for start in range(0, num_points, render_chunk):
-        images = render(factors[start:start + render_chunk])
+        images = render(factors[start : start + render_chunk])
         for offset in range(0, min(render_chunk, num_points - start), batch_size):
-            batch_codes = np.asarray(represent(images[offset:offset + batch_size]))
+            batch_codes = np.asarray(represent(images[offset : offset + batch_size]))
             if batch_codes.ndim != 2 or batch_codes.shape[0] != batch_size:
                 raise ValueError(
                     f"represent must map {batch_size} observations to a ({batch_size}, D) array of "
-                    f"codes; got shape {batch_codes.shape}.")
+                    f"codes; got shape {batch_codes.shape}."
+                )
             codes.append(batch_codes)
     return np.concatenate(codes, axis=0)
 
 
-def generate_codes(sample_factors: FactorSampler, render: Renderer, represent: Representer,
-                   num_points: int, *, batch_size: int = 64, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def generate_codes(
+    sample_factors: FactorSampler,
+    render: Renderer,
+    represent: Representer,
+    num_points: int,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Samples factors, renders and represents them: the data every array-form metric takes.
 
     Whole batches are always represented: ceil(num_points / batch_size) batches are drawn and the
@@ -101,7 +108,6 @@ def generate_codes(sample_factors: FactorSampler, render: Renderer, represent: R
         raise ValueError(f"num_points must be an integer >= 2; got {num_points!r}.")
     num_batches = -(-int(num_points) // batch_size)
     rng = np.random.default_rng(seed)
-    factors = check_sampled_factors(sample_factors(rng, num_batches * batch_size),
-                                    num_batches * batch_size)
+    factors = check_sampled_factors(sample_factors(rng, num_batches * batch_size), num_batches * batch_size)
     codes = represent_factors(render, represent, factors, batch_size)
     return codes[:num_points], factors[:num_points]

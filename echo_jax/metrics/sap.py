@@ -38,8 +38,9 @@ def _squared_correlation(codes: jax.Array, factors: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
-def _nearest_mean_accuracy(codes: jax.Array, labels: jax.Array, codes_test: jax.Array,
-                           labels_test: jax.Array, num_classes: int) -> jax.Array:
+def _nearest_mean_accuracy(
+    codes: jax.Array, labels: jax.Array, codes_test: jax.Array, labels_test: jax.Array, num_classes: int
+) -> jax.Array:
     """(D, K) test accuracy of nearest-class-mean classifiers, one per (code dim, factor) pair."""
     one_hot = jax.nn.one_hot(labels, num_classes, dtype=codes.dtype)  # (N, K, C)
     class_counts = one_hot.sum(axis=0)  # (K, C)
@@ -52,8 +53,7 @@ def _nearest_mean_accuracy(codes: jax.Array, labels: jax.Array, codes_test: jax.
         predicted = jnp.argmin(distance, axis=-1)  # (Nt, D)
         return (predicted == truth[:, None]).mean(axis=0)  # (D,)
 
-    per_factor = jax.lax.map(accuracy_for_factor,
-                             (jnp.moveaxis(class_means, 1, 0), class_counts, labels_test.T))
+    per_factor = jax.lax.map(accuracy_for_factor, (jnp.moveaxis(class_means, 1, 0), class_counts, labels_test.T))
     return per_factor.T
 
 
@@ -63,8 +63,9 @@ def _gap_of_top_two(score_matrix: jax.Array) -> jax.Array:
     return top_two[:, 0] - top_two[:, 1]
 
 
-def sap(codes: Any, factors: Any, codes_test: Any = None, factors_test: Any = None, *,
-        continuous_factors: bool = False) -> dict[str, jax.Array]:
+def sap(
+    codes: Any, factors: Any, codes_test: Any = None, factors_test: Any = None, *, continuous_factors: bool = False
+) -> dict[str, jax.Array]:
     """SAP score from arrays (see the module docstring for the per-dimension predictor).
 
     Args:
@@ -81,24 +82,30 @@ def sap(codes: Any, factors: Any, codes_test: Any = None, factors_test: Any = No
     codes = _validation.check_codes(codes, min_dims=2)
     factors = _validation.check_factors(factors, codes.shape[0])
     if continuous_factors:
-        score_matrix = _squared_correlation(jnp.asarray(codes, jnp.float32),
-                                            jnp.asarray(factors, jnp.float32))
+        score_matrix = _squared_correlation(jnp.asarray(codes, jnp.float32), jnp.asarray(factors, jnp.float32))
     else:
         if codes_test is None or factors_test is None:
-            raise ValueError("sap with discrete factors needs codes_test and factors_test "
-                             "(the accuracy is measured on held-out points).")
+            raise ValueError(
+                "sap with discrete factors needs codes_test and factors_test "
+                "(the accuracy is measured on held-out points)."
+            )
         codes_test = _validation.check_codes(codes_test, "codes_test", min_dims=codes.shape[1])
         if codes_test.shape[1] != codes.shape[1]:
-            raise ValueError(f"codes_test has {codes_test.shape[1]} dimensions, codes has "
-                             f"{codes.shape[1]}; they must come from the same representation.")
+            raise ValueError(
+                f"codes_test has {codes_test.shape[1]} dimensions, codes has "
+                f"{codes.shape[1]}; they must come from the same representation."
+            )
         factors_test = _validation.check_factors(factors_test, codes_test.shape[0], "factors_test")
         if factors_test.shape[1] != factors.shape[1]:
-            raise ValueError(f"factors_test has {factors_test.shape[1]} factors, factors has "
-                             f"{factors.shape[1]}.")
+            raise ValueError(f"factors_test has {factors_test.shape[1]} factors, factors has {factors.shape[1]}.")
         labels, num_classes = _validation.relabel(factors)
         labels_test, _ = _validation.relabel(factors_test, classes_from=factors)
         score_matrix = _nearest_mean_accuracy(
-            jnp.asarray(codes, jnp.float32), jnp.asarray(labels), jnp.asarray(codes_test, jnp.float32),
-            jnp.asarray(labels_test), num_classes)
+            jnp.asarray(codes, jnp.float32),
+            jnp.asarray(labels),
+            jnp.asarray(codes_test, jnp.float32),
+            jnp.asarray(labels_test),
+            num_classes,
+        )
     per_factor = _gap_of_top_two(score_matrix)
     return {"sap": per_factor.mean(), "per_factor": per_factor, "score_matrix": score_matrix}

@@ -1,13 +1,13 @@
 """Unsupervised scores of a code, as disentanglement_lib's `unsupervised_metrics`.
 
-  * Gaussian total correlation: KL between the Gaussian with the codes' covariance and the
-    product of its marginals, 0.5 * (sum log diag(C) - log det C).
-  * Gaussian Wasserstein correlation: squared 2-Wasserstein distance between the same two
-    Gaussians, 2 tr C - 2 tr sqrtm(diag(C) C), and that divided by tr C. dlib calls
-    scipy.linalg.sqrtm; here tr sqrtm(diag(C) C) is the sum of square roots of the eigenvalues of
-    the symmetric diag(C)^1/2 C diag(C)^1/2 (a similar matrix), which is the same number.
-  * Mean pairwise mutual information: the off-diagonal mean of the discrete mutual information
-    between histogram-binned code dimensions (dlib bins with 20; the Echo original used 50).
+* Gaussian total correlation: KL between the Gaussian with the codes' covariance and the
+  product of its marginals, 0.5 * (sum log diag(C) - log det C).
+* Gaussian Wasserstein correlation: squared 2-Wasserstein distance between the same two
+  Gaussians, 2 tr C - 2 tr sqrtm(diag(C) C), and that divided by tr C. dlib calls
+  scipy.linalg.sqrtm; here tr sqrtm(diag(C) C) is the sum of square roots of the eigenvalues of
+  the symmetric diag(C)^1/2 C diag(C)^1/2 (a similar matrix), which is the same number.
+* Mean pairwise mutual information: the off-diagonal mean of the discrete mutual information
+  between histogram-binned code dimensions (dlib bins with 20; the Echo original used 50).
 """
 
 from __future__ import annotations
@@ -61,14 +61,15 @@ def unsupervised_scores(codes: Any, *, num_bins: int = 20) -> dict[str, jax.Arra
     codes = _validation.check_codes(codes, min_dims=2)
     constant = [j for j in range(codes.shape[1]) if codes[:, j].min() == codes[:, j].max()]
     if constant:
-        raise ValueError(f"code dimension(s) {constant} are constant: the Gaussian scores take the log "
-                         "of each variance. Drop collapsed dimensions before scoring.")
+        raise ValueError(
+            f"code dimension(s) {constant} are constant: the Gaussian scores take the log "
+            "of each variance. Drop collapsed dimensions before scoring."
+        )
     cov = jnp.cov(jnp.asarray(codes, jnp.float32), rowvar=False)
     wasserstein = gaussian_wasserstein_correlation(cov)
     return {
         "gaussian_total_correlation": gaussian_total_correlation(cov),
         "gaussian_wasserstein_correlation": wasserstein,
         "gaussian_wasserstein_correlation_norm": wasserstein / jnp.trace(cov),
-        "mutual_info_score": _mean_pairwise_mutual_info(jnp.asarray(discretize(codes, num_bins)),
-                                                        int(num_bins)),
+        "mutual_info_score": _mean_pairwise_mutual_info(jnp.asarray(discretize(codes, num_bins)), int(num_bins)),
     }

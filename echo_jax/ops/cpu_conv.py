@@ -220,7 +220,11 @@ def _input_grad_pads(
 
 
 def _kernel_and_bias_grads(
-    x: jax.Array, cotangent: jax.Array, kernel_size: Sequence[int], strides: Sequence[int], pads: Pads,
+    x: jax.Array,
+    cotangent: jax.Array,
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    pads: Pads,
     bias: jax.Array | None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Gradients of <conv(x, kernel, strides, pads) + bias, cotangent> for the kernel and the bias.
@@ -320,8 +324,9 @@ def _conv_one_output_channel(x: jax.Array, kernel: jax.Array, bias: jax.Array | 
     # fuses these pads into the sum instead of writing out the padded responses.
     (low_h, high_h), (low_w, high_w) = pads
     windows = [
-        _pad_spatial(responses[..., i * kw + j, None],
-                     ((low_h - i, high_h + 1 + i - kh), (low_w - j, high_w + 1 + j - kw)))
+        _pad_spatial(
+            responses[..., i * kw + j, None], ((low_h - i, high_h + 1 + i - kh), (low_w - j, high_w + 1 + j - kw))
+        )
         for i, j in np.ndindex(kh, kw)
     ]
     return _add_bias(sum(windows), bias)
@@ -346,7 +351,10 @@ def _conv_one_output_channel_bwd(pads, residuals, cotangent):
     flipped_grad = 0.0
     for start, stop in _batch_chunks(x):
         flipped_grad += lax.conv_general_dilated(
-            cotangent[start:stop].transpose(3, 1, 2, 0), x[start:stop].transpose(1, 2, 0, 3), (1, 1), grad_pads,
+            cotangent[start:stop].transpose(3, 1, 2, 0),
+            x[start:stop].transpose(1, 2, 0, 3),
+            (1, 1),
+            grad_pads,
             dimension_numbers=DIMENSION_NUMBERS,
         )
     kernel_grad = jnp.flip(flipped_grad[0], (0, 1))[..., None]
