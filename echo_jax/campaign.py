@@ -38,24 +38,9 @@ import ml_collections
 from echo_jax import defaults, disentanglement, sweep, train
 from echo_jax.errors import ConfigError
 
-# Fields that say how a run is executed, not what it computes: they are left out of its key. (tfds data
-# equals the built-in readers' data, tested, so where the data is read from is not part of a run either.)
-EXECUTION_FIELDS = frozenset(
-    {
-        "data_dir",
-        "data_source",
-        "tfds_data_dir",
-        "sweep_strategy",
-        "models_per_program",
-        "log_every_steps",
-        "checkpoint_every_steps",
-        "betas",
-        "num_seeds",
-        "data_loop",
-        "steps_per_call",
-        "tensorboard",
-    }
-)
+# A run's key is what one model computes: the execution fields (`defaults.EXECUTION_FIELDS`) are left out, and so
+# is the composition of the sweep it was trained in.
+KEYLESS_FIELDS = defaults.EXECUTION_FIELDS | {"betas", "num_seeds"}
 LAYOUTS = ("auto", "per_beta", "per_variant")
 
 
@@ -120,10 +105,10 @@ def run_identity(config: ml_collections.ConfigDict) -> dict:
 
     The fields as `defaults.flat_fields` gives them (leaf names, unset values left out, so regrouping the
     fields of a config or writing "unset" as a placeholder instead of 0 or "" keeps every key), less the
-    execution-only fields (`EXECUTION_FIELDS`), with the data seed resolved.
+    execution fields and the sweep's composition (`KEYLESS_FIELDS`), with the data seed resolved.
     """
     identity = defaults.flat_fields({**config.to_dict(), "data_seed": train.data_seed_of(config)})
-    return {name: value for name, value in identity.items() if name not in EXECUTION_FIELDS}
+    return {name: value for name, value in identity.items() if name not in KEYLESS_FIELDS}
 
 
 def run_key(config: ml_collections.ConfigDict) -> str:

@@ -136,6 +136,25 @@ def disentanglement_config(quick: bool = False) -> ml_collections.ConfigDict:
     return c
 
 
+# Fields that say how a run is executed, not what it computes: they are not part of a campaign run's key, and a
+# work directory resumes under other values of them. (tfds data equals the built-in readers' data, tested, so
+# where the data is read from is not part of a run either; layout.json locks models_per_program and data_loop.)
+EXECUTION_FIELDS = frozenset(
+    {
+        "data_dir",
+        "data_source",
+        "tfds_data_dir",
+        "sweep_strategy",
+        "models_per_program",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "data_loop",
+        "steps_per_call",
+        "tensorboard",
+    }
+)
+
+
 def flat_fields(config) -> dict:
     """A config's fields as one flat dict: leaf names (nesting dropped), unset values (None, "", 0, False) left
     out, numbers as floats and sequences as lists. Two configs that compute the same thing - whether a field

@@ -37,7 +37,8 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
     Configs are compared as `defaults.flat_fields`, so a work directory written before the model group
     existed (or with 0 for "unset") still matches; a field added to the configs after the work directory was
-    written matches at its default.
+    written matches at its default; execution fields (`defaults.EXECUTION_FIELDS`: log and checkpoint
+    intervals, where the data is read from, ...) may change between a run and its resume.
     """
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(config_path):
@@ -53,7 +54,7 @@ def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     added = defaults.flat_fields(defaults.rate_distortion_config())
     differing = sorted(
         name
-        for name in set(existing) | set(resolved)
+        for name in (set(existing) | set(resolved)) - defaults.EXECUTION_FIELDS
         if existing.get(name) != resolved.get(name)
         and not (name not in existing and resolved.get(name) == added.get(name))
     )

@@ -180,12 +180,26 @@ def test_a_workdir_written_before_a_field_existed_resumes_when_the_field_keeps_i
     config = tiny(defaults.rate_distortion_config(quick=True))
     workdir_lib.prepare(config, str(tmp_path))
     written = json.loads((tmp_path / "config.json").read_text())
-    del written["data_source"], written["tfds_data_dir"]  # as written before data_source existed
+    del written["discriminator_learning_rate"]  # as written before the field existed
     (tmp_path / "config.json").write_text(json.dumps(written))
     workdir_lib.prepare(config, str(tmp_path))
-    config.data_source = "tfds"
-    with pytest.raises(ValueError, match="differs in: data_source"):
+    config.discriminator_learning_rate = 1e-3
+    with pytest.raises(ValueError, match="differs in: discriminator_learning_rate"):
         workdir_lib.prepare(config, str(tmp_path))
+
+
+def test_a_run_resumes_under_other_execution_fields_to_the_same_numbers(tmp_path):
+    # How a run is executed (log and checkpoint intervals, where the data is read from) may change on resume.
+    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3)
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    with pytest.raises(Killed):
+        train.train_and_evaluate(config, str(tmp_path / "b"), on_step=kill_at_step_5)
+    changed = tiny(
+        defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=2, log_every_steps=1
+    )
+    resumed = train.train_and_evaluate(changed, str(tmp_path / "b"))
+    strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
+    assert strip(resumed) == strip(uninterrupted)
 
 
 def test_a_v01_workdir_resumes_to_the_same_numbers(tmp_path):
