@@ -109,6 +109,7 @@ class Program:
     final_eval_step: Callable
     train_set: ArrayDataset
     test_set: ArrayDataset
+    sample: jax.Array  # a training batch: the shapes the steps compile for
     evaluators: Mapping[str, Evaluator]
     data_loop: str = "host"
 
@@ -194,6 +195,7 @@ def _build_program(config, workdir: str, train_set, test_set, evaluators) -> Pro
         final_eval_step,
         train_set,
         test_set,
+        sample,
         evaluators,
     )
 
@@ -204,7 +206,6 @@ def _hardware_layout(program: Program, runs: list) -> tuple[int, str]:
     config = program.config
     memory = sweep.device_memory_bytes()
     split_bytes = functools.cache(lambda: device_loop.data_bytes(program.train_set))
-    sample = jnp.asarray(next(data_lib.eval_batches(program.train_set, config.batch_size)))
 
     def decide_data_loop() -> str:
         data_loop = config.get("data_loop", "auto")
@@ -215,7 +216,7 @@ def _hardware_layout(program: Program, runs: list) -> tuple[int, str]:
             return config.models_per_program
         spare = memory - split_bytes() if data_loop == "device" else None
         return sweep.models_per_program(
-            program.train_step, program.init, sample, len(runs), config.sweep_strategy, capacity_bytes=spare
+            program.train_step, program.init, program.sample, len(runs), config.sweep_strategy, capacity_bytes=spare
         )
 
     return workdir_lib.layout(program.workdir, runs, decide_chunk_size, decide_data_loop)
@@ -297,6 +298,7 @@ class _PopulationRun:
         )
         self.program, self.runs, self.identity = program, runs, identity
         self.checkpoints = checkpoints.Checkpointer(checkpoint_dir)
+        self.legacy_path = os.path.join(program.workdir, _legacy_name(checkpoint_dir))  # echo-jax 0.1's file
         self.metrics_path = os.path.join(program.workdir, "metrics.jsonl")
         self.eval_key = jax.random.PRNGKey(data_seed_of(config) + 12)  # the same evaluation noise every time
         self.tensorboard = None
@@ -309,15 +311,14 @@ class _PopulationRun:
     def restore(self) -> int:
         """Loads the latest checkpoint, if any, trims the metrics logged after it and returns its step."""
         template = sweep.to_host(self.population.stacked_states())
-        legacy = os.path.join(self.program.workdir, _legacy_name(self.checkpoints.directory))
         if self.checkpoints.latest_step() is not None:
             states, meta = self.checkpoints.restore(template)
-        elif os.path.exists(legacy):  # a work directory of echo-jax 0.1
-            states, meta = checkpoints.read_msgpack_checkpoint(legacy, template)
+        elif os.path.exists(self.legacy_path):  # a work directory of echo-jax 0.1
+            states, meta = checkpoints.read_msgpack_checkpoint(self.legacy_path, template)
         else:
             states, meta = None, {"step": 0, "seconds": 0.0}
         if states is not None:
-            self._check_identity(meta, self.checkpoints.directory if "identity" in meta else legacy)
+            self._check_identity(meta, self.checkpoints.directory if "identity" in meta else self.legacy_path)
         if "test" in meta:
             self.rows = self._rows(meta["test"], meta["extra"], meta["seconds"])
             return meta["step"]
@@ -355,9 +356,8 @@ class _PopulationRun:
             meta["test"], meta["extra"] = test, extra
         self.checkpoints.save(step, states, meta)
         self.last_good = step
-        legacy = os.path.join(self.program.workdir, _legacy_name(self.checkpoints.directory))
-        if jax.process_index() == 0 and os.path.exists(legacy):
-            os.remove(legacy)  # superseded by the orbax checkpoint
+        if jax.process_index() == 0 and os.path.exists(self.legacy_path):
+            os.remove(self.legacy_path)  # superseded by the orbax checkpoint
 
     def interrupt(self, step: int) -> None:
         if self.last_good != step:
