@@ -41,27 +41,55 @@ def make_model(config: ml_collections.ConfigDict, image_shape: tuple[int, ...]) 
     return model_lib.Autoencoder(image_shape=tuple(image_shape), **fields)
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-    """The per-epoch learning rate, as a function of the (traced) update count.
+def total_train_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """The run's number of updates: ``num_train_steps``, or ``num_epochs`` full epochs when it is 0."""
+    return config.num_train_steps or steps_per_epoch * config.num_epochs
 
-    linear_decay: constant until epoch N/2, then linearly to 0 at epoch N ("Fixing a Broken ELBO").
-    as_coded: the original alemi_lr_sched, lr * (1 - (N - epoch) / (N/2)) after N/2: it drops to
-    lr / 100 at epoch N/2 + 1 and climbs back to lr.
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
+    """The per-epoch learning rate over the run's updates, as a function of the (traced) update count.
+
+    The run lasts T = `total_train_steps` updates, E = T / steps_per_epoch epochs (``num_epochs`` unless
+    ``num_train_steps`` sets T, then possibly fractional), and the rate changes once an epoch
+    (epoch = count // steps_per_epoch):
+
+    - constant: lr.
+    - linear_decay: lr while epoch <= E/2, then lr * (E - epoch) / (E - E/2), reaching 0 at update T
+      ("Fixing a Broken ELBO").
+    - as_coded: the original alemi_lr_sched, lr * (1 - (E - epoch) / (E/2)) after E/2: it drops to lr / 100
+      at epoch E/2 + 1 (E = 200) and climbs back to lr at update T.
+
+    From update T on the rate stays at its value at T (0 for linear_decay), so it is >= 0 at every count:
+    defined over num_epochs alone, a longer num_train_steps ran linear_decay below 0 (gradient ascent).
+    With num_train_steps = 0 every rate equals, to the float32 bit, the schedule the committed results
+    were trained with (tests/test_steps.py); that is why the decay is written out here rather than as
+    optax.linear_schedule, whose arithmetic rounds differently.
+
+    Args:
+      config: its learning_rate, lr_schedule, num_epochs and num_train_steps.
+      steps_per_epoch: updates in one epoch (the number of training batches).
+
+    Returns:
+      An optax schedule: update count -> float32 learning rate.
     """
-    base, total = config.learning_rate, config.num_epochs
+    base = config.learning_rate
+    if config.lr_schedule == "constant":
+        return lambda count: jnp.full((), base, jnp.float32)
+    total_steps = total_train_steps(config, steps_per_epoch)
+    total = total_steps / steps_per_epoch  # exactly num_epochs when num_train_steps is 0
     half = total / 2
 
-    def schedule(count):
+    def by_epoch(count):
         epoch = count // steps_per_epoch
-        if config.lr_schedule == "constant":
-            return jnp.full((), base, jnp.float32)
         if config.lr_schedule == "linear_decay":
             late = base * (total - epoch) / (total - half)
         else:
             late = base * (1.0 - (total - epoch) / half)
         return jnp.where(epoch <= half, base, late).astype(jnp.float32)
 
-    return schedule
+    end = 0.0 if config.lr_schedule == "linear_decay" else base  # by_epoch's value at epoch E
+    schedule = optax.join_schedules([by_epoch, optax.constant_schedule(end)], [total_steps])
+    return lambda count: jnp.asarray(schedule(count), jnp.float32)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
