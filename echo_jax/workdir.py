@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
+from absl import logging
 
 from echo_jax import defaults
 from echo_jax.errors import WorkdirError
@@ -117,15 +118,55 @@ def layout(
 
 
 def trim_metrics(path: str, runs: list, step: int) -> None:
-    """Drops the records of these runs logged after `step` (work lost to an interruption, about to be redone)."""
+    """Drops the records of these runs logged after `step` (work lost to an interruption, about to be redone).
+
+    A torn last line (an append cut short by a kill or a full disk) is dropped with a warning; an unreadable
+    line before the last is corruption, not an interruption, and raises `WorkdirError`.
+    """
     if not os.path.exists(path):
         return
     betas, seeds = [b for b, _ in runs], [s for _, s in runs]
-    with open(path) as f:
-        lines = f.readlines()
-    kept = [line for line in lines if not _later_record(json.loads(line), betas, seeds, step)]
-    if len(kept) != len(lines):
-        write_atomic(path, "".join(kept))
+    with open(path, "rb") as f:
+        content = f.read()
+    records = _metrics_records(path, content)
+    kept = [line for line, record in records if not _later_record(record, betas, seeds, step)]
+    trimmed = b"".join(kept)
+    if trimmed != content:
+        write_atomic(path, trimmed)
+
+
+def _metrics_records(path: str, content: bytes) -> list[tuple[bytes, dict]]:
+    """The lines of a metrics log (each ending in a newline) with their records, without a torn last line.
+
+    Raises:
+      WorkdirError: a line before the last is not a JSON object.
+    """
+    lines = content.split(b"\n")
+    if lines[-1] == b"":  # the file ends with a newline, as every complete append leaves it
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)  # bytes: a non-UTF-8 byte raises UnicodeDecodeError, a ValueError
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as e:
+            if number < len(lines):
+                why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)[:80]
+                raise WorkdirError(
+                    f"{path} line {number} is not a JSON record ({why}), and lines follow "
+                    "it, so this is corruption, not an interrupted write; fix or delete that line, or use a new "
+                    "--workdir"
+                ) from None
+            logging.warning(
+                "dropping the torn last line %d of %s (%d bytes, an append cut short by a kill or a full disk)",
+                number,
+                path,
+                len(line),
+            )
+            break
+        records.append((line + b"\n", record))  # a last line cut just before its newline gets one back
+    return records
 
 
 def _later_record(record: dict, betas: list, seeds: list, step: int) -> bool:
