@@ -1,5 +1,8 @@
 """Bad data files and failed lookups: errors that name the file and the fix, and leave nothing behind."""
 
+import builtins
+import errno
+import io
 import os
 from pathlib import Path
 
@@ -88,3 +91,145 @@ def test_more_examples_than_the_split_is_refused():
     assert len(data.load("mnist_sample", "test", num_examples=1000)) == 1000
     with pytest.raises(ValueError, match="more than"):
         data.load("dsprites", "train", num_examples=737_281, source="render")
+
+
+@pytest.fixture
+def deny_reading(monkeypatch):
+    """Makes files unreadable as they are to a user without read permission: opening one raises the OS's
+    PermissionError. (Tests run as root, who reads any file, so chmod 000 cannot stand for this.)"""
+    denied = set()
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.path.realpath(file) in denied:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)  # pathlib and zipfile open through io.open
+    return lambda path: denied.add(os.path.realpath(path))
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Fails the test on any download attempt."""
+
+    def retrieve(url, *args, **kwargs):
+        raise AssertionError(f"attempted to download {url}")
+
+    monkeypatch.setattr(pooch, "retrieve", retrieve)
+
+
+def write_binarized_npz(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    empty = np.zeros((5, 784), np.uint8)
+    np.savez_compressed(path, train=empty, valid=empty, test=empty)
+
+
+def write_chardata(path):
+    import scipy.io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"data": np.zeros((784, 3)), "testdata": np.zeros((784, 2))})
+
+
+def write_bytes(path, content=b"any bytes: reading fails before they matter"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+
+
+# (dataset, options, the file to make unreadable, how to write it): one case per way a file is opened.
+UNREADABLE_CASES = {
+    "npz repack (np.load)": ("binary_mnist", {}, "binarized_mnist/binarized_mnist.npz", write_binarized_npz),
+    "gz (read_verified)": ("mnist", {}, "mnist/t10k-images-idx3-ubyte.gz", write_bytes),
+    "amat (its sha256)": ("binary_mnist", {}, "binarized_mnist/binarized_mnist_test.amat", write_bytes),
+    "zip (its sha256)": ("omniglot", {}, "omniglot/images_background.zip", write_bytes),
+    "mat (loadmat)": ("omniglot", {"source": "chardata"}, "omniglot/chardata.mat", write_chardata),
+    "dsprites npz": ("dsprites", {}, "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", write_bytes),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE_CASES)
+def test_an_unreadable_file_is_called_unreadable_not_corrupted(tmp_path, deny_reading, no_download, case):
+    name, options, relative, write = UNREADABLE_CASES[case]
+    path = tmp_path / relative
+    write(path)
+    deny_reading(path)
+    with pytest.raises(UserError) as raised:
+        data.load(name, "test", data_dir=tmp_path, num_examples=2, **options)
+    message = str(raised.value)
+    assert isinstance(raised.value, OSError)  # still what it is underneath
+    assert message.startswith(f"permission denied reading {path}; make it readable (chmod")
+    assert "delete" not in message and "corrupt" not in message and "\n" not in message
+    assert path.exists()
+
+
+def test_an_unreadable_hdf5_is_called_unreadable(tmp_path, monkeypatch):
+    import h5py
+
+    # h5py opens files in C, past Python's open: its PermissionError is the one to translate.
+    def denied(path, *args, **kwargs):
+        raise PermissionError(
+            errno.EACCES, f"Unable to open file (name = '{path}', error message = 'Permission denied')"
+        )
+
+    monkeypatch.setattr(h5py, "File", denied)
+    path = tmp_path / "dsprites.hdf5"
+    write_bytes(path)
+    with pytest.raises(UserError, match=f"^permission denied reading {path}; make it readable") as raised:
+        data.readers.read_dsprites_file(path)
+    assert "delete" not in str(raised.value)
+
+
+def test_a_folder_that_may_not_be_searched_is_named(tmp_path, monkeypatch, no_download):
+    folder = tmp_path / "mnist"
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self.parent == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    with pytest.raises(UserError, match=f"^permission denied looking up {folder}/t10k-images-idx3-ubyte.gz; make"):
+        data.load("mnist", "test", data_dir=tmp_path)
+
+
+DIRECTORY_CASES = {
+    "downloadable file": ("mnist", {}, "mnist/t10k-images-idx3-ubyte.gz"),
+    "npz repack": ("binary_mnist", {}, "binarized_mnist/binarized_mnist.npz"),
+    "omniglot repack": ("omniglot", {}, "omniglot/images_background.npz"),
+    "dsprites file": ("dsprites", {}, "dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5"),
+    "hand-provided file": ("omniglot", {"source": "chardata"}, "omniglot/chardata.mat"),
+}
+
+
+@pytest.mark.parametrize("case", DIRECTORY_CASES)
+def test_a_directory_where_a_file_should_be_is_an_error_not_a_download(tmp_path, no_download, case):
+    name, options, relative = DIRECTORY_CASES[case]
+    path = tmp_path / relative
+    path.mkdir(parents=True)
+    with pytest.raises(UserError) as raised:
+        data.load(name, "test", data_dir=tmp_path, num_examples=2, **options)
+    message = str(raised.value)
+    assert message.startswith(f"{path} is a directory, but that is where the dataset file {path.name} should be")
+    assert "\n" not in message
+    assert path.is_dir()
+
+
+@pytest.mark.parametrize("key", sorted(k for k, entry in registry.REGISTRY.items() if entry.sha256 is None))
+def test_a_file_without_a_pinned_sha256_is_never_downloaded(tmp_path, no_download, key):
+    folder = tmp_path / "data"
+    with pytest.raises(data.DataUnavailableError) as raised:
+        data.fetch(key, folder)
+    message = str(raised.value)
+    assert "sha256 is unknown" in message and "\n" not in message
+    assert registry.REGISTRY[key].url in message and f"put it at {folder / key}" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_iwae_omniglot_is_provided_by_hand(tmp_path, no_download):
+    with pytest.raises(data.DataUnavailableError, match="chardata.mat.*sha256 is unknown.*put it at"):
+        data.load("omniglot", "test", data_dir=tmp_path, source="chardata")
+    write_chardata(tmp_path / "omniglot" / "chardata.mat")  # by hand: then it is read
+    assert len(data.load("omniglot", "test", data_dir=tmp_path, source="chardata")) == 2

@@ -21,7 +21,7 @@ from typing import Any, Final
 import numpy as np
 
 from echo_jax.data import dsprites, readers, tfds_source
-from echo_jax.data.fetch import check_sha256, fetch, read_verified, resolve_data_dir
+from echo_jax.data.fetch import check_sha256, fetch, is_present, read_verified, resolve_data_dir
 from echo_jax.data.registry import (
     BINARIZED_MNIST_NPZ,
     DSPRITES_FILES,
@@ -141,7 +141,7 @@ def _load_binary_mnist(split: str, data_dir: Path | str, binarize: str, source: 
         return _finish("binary_mnist", split, images.astype(np.float32), None, binarize)
     amat_key = f"binarized_mnist/binarized_mnist_{split}.amat"
     repack = data_dir / BINARIZED_MNIST_NPZ
-    if repack.is_file() and not (data_dir / amat_key).is_file():
+    if is_present(repack) and not is_present(data_dir / amat_key):
         images = readers.read_binarized_mnist_npz(repack)[split]
         # The repack is trusted only if it writes back to the canonical .amat bytes.
         check_sha256(
@@ -151,7 +151,10 @@ def _load_binary_mnist(split: str, data_dir: Path | str, binarize: str, source: 
             f"It is not the canonical binarized MNIST: delete it to download {REGISTRY[amat_key].url}.",
         )
     else:
-        images = readers.parse_amat(fetch(amat_key, data_dir).read_bytes(), amat_key)
+        path = fetch(amat_key, data_dir)
+        with readers.reading(path):
+            content = path.read_bytes()
+        images = readers.parse_amat(content, amat_key)
     return _finish("binary_mnist", split, images.reshape(-1, 28, 28).astype(np.float32), None, binarize)
 
 
@@ -161,7 +164,7 @@ def _omniglot_28x28(data_dir: Path) -> np.ndarray:
     halves = []
     for half in ("background", "evaluation"):
         repack = data_dir / OMNIGLOT_NPZ[half]
-        if repack.is_file():
+        if is_present(repack):
             background = readers.read_omniglot_npz(repack)
             check_sha256(
                 hashlib.sha256(np.packbits(background).tobytes()).hexdigest(),
@@ -218,10 +221,12 @@ def _dsprites_all(data_dir: Path | str, source: str) -> tuple[np.ndarray, np.nda
     classes = dsprites.all_factor_classes()
     if source == "download":
         path = fetch(DSPRITES_FILES[1], data_dir)
-    else:
-        present = [name for name in DSPRITES_FILES if (data_dir / name).is_file()]
+    elif source == "auto":
+        present = [name for name in DSPRITES_FILES if is_present(data_dir / name)]
         # fetch checks a present file against its registered sha256 (the hdf5; upstream never published the npz's).
-        path = fetch(present[0], data_dir) if present and source == "auto" else None
+        path = fetch(present[0], data_dir) if present else None
+    else:
+        path = None
     if path is None:
         images = dsprites.render_all()
     else:
@@ -261,7 +266,7 @@ def _dsprites_images(name: str, split: str, data_dir: Path | str, source: str, c
         images, classes = tfds_source.read_dsprites(data_dir, np.arange(dsprites.NUM_IMAGES)[chosen])
         return _dsprites_dataset(name, split, images, classes)
     classes = dsprites.all_factor_classes()[chosen]
-    upstream = source == "download" or (source == "auto" and any((data_dir / f).is_file() for f in DSPRITES_FILES))
+    upstream = source == "download" or (source == "auto" and any(is_present(data_dir / f) for f in DSPRITES_FILES))
     images = _dsprites_all(data_dir, source)[0][chosen] if upstream else dsprites.render(classes)
     return _dsprites_dataset(name, split, images, classes)
 

@@ -7,7 +7,8 @@ another machine is used as is, with no network.
 
 Downloads go through pooch, which streams into a temporary file beside the target and moves it
 into place only after its sha256 matched: a corrupted or truncated transfer never leaves a file
-that a later run would trust.
+that a later run would trust. A file with no pinned sha256 is never downloaded: it is put in the
+data folder by hand.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import zlib
 from pathlib import Path
 from typing import Final
@@ -22,6 +24,7 @@ from typing import Final
 import pooch
 import requests
 
+from echo_jax.data.readers import DataFileUnreadableError, reading
 from echo_jax.data.registry import REGISTRY
 from echo_jax.errors import UserError
 
@@ -54,10 +57,39 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(pooch.os_cache("echo_jax"))
 
 
+def is_present(path: Path) -> bool:
+    """Whether a dataset file is at `path`; False when nothing is there (a download or another source then
+    provides it).
+
+    Raises:
+      DataFileUnreadableError: a directory (or another non-file) is at `path`, or a folder above it may not
+        be searched: falling back to a download (or another source) would hide the mistake.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except PermissionError:
+        raise DataFileUnreadableError(
+            f"permission denied looking up {path}; make the folders above it searchable (chmod a+rx) and run again"
+        ) from None
+    if stat.S_ISDIR(mode):
+        raise DataFileUnreadableError(
+            f"{path} is a directory, but that is where the dataset file {path.name} should be; move the "
+            "directory away and run again, or put the file there in its place"
+        )
+    if not stat.S_ISREG(mode):
+        raise DataFileUnreadableError(
+            f"{path} is not a regular file, but that is where the dataset file {path.name} should be; move it "
+            "away and run again, or put the file there in its place"
+        )
+    return True
+
+
 def sha256_of_file(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
+    with reading(path), open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -91,7 +123,8 @@ def read_verified(relative_path: str, data_dir: str | os.PathLike | None = None)
     """
     path = fetch(relative_path, data_dir)
     entry = REGISTRY[relative_path]
-    raw = path.read_bytes()
+    with reading(path):
+        raw = path.read_bytes()
     try:
         content = gzip.decompress(raw) if path.suffix == ".gz" else raw
     except (OSError, EOFError, zlib.error) as e:
@@ -125,15 +158,17 @@ def fetch(relative_path: str, data_dir: str | os.PathLike | None = None) -> Path
     Raises:
       ValueError: if the path is not in the registry.
       DataUnavailableError: if the file is missing and the download failed (no network, HTTP
-        error, interrupted transfer); the message names the file, its URL and the folder.
+        error, interrupted transfer), or the registry pins no sha256 to check a download against;
+        the message names the file, its URL and the folder.
       ChecksumMismatchError: if the downloaded or present bytes do not match the registered sha256.
+      DataFileUnreadableError: a directory is at the file's path, or the file may not be read.
     """
     if relative_path not in REGISTRY:
         raise ValueError(f"Unknown data file {relative_path!r}; known files: {sorted(REGISTRY)}.")
     entry = REGISTRY[relative_path]
     folder = resolve_data_dir(data_dir)
     path = folder / relative_path
-    if path.is_file():
+    if is_present(path):
         if entry.content_sha256 is None and entry.sha256 is not None:
             check_sha256(
                 sha256_of_file(path),
@@ -142,11 +177,19 @@ def fetch(relative_path: str, data_dir: str | os.PathLike | None = None) -> Path
                 f"It is corrupted or not the canonical file: delete it, or replace it with {entry.url}.",
             )
         return path
+    if entry.sha256 is None:
+        # Nothing would check what the server sends (a changed, truncated or substituted file would be
+        # trusted from then on), so a file without a pinned sha256 is only ever provided by hand.
+        raise DataUnavailableError(
+            f"Data file {relative_path!r} is not in {folder}, and its sha256 is unknown (none is pinned in "
+            f"echo_jax/data/registry.py), so it is not downloaded unchecked: download {entry.url} yourself and put "
+            f"it at {path}, or point ${DATA_DIR_ENV} (or data_dir=) at a folder that has it."
+        )
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # deepest first
     try:
         pooch.retrieve(
             entry.url,
-            known_hash=None if entry.sha256 is None else f"sha256:{entry.sha256}",
+            known_hash=f"sha256:{entry.sha256}",
             fname=path.name,
             path=path.parent,
             downloader=pooch.HTTPDownloader(progressbar=False, timeout=_DOWNLOAD_TIMEOUT_S),

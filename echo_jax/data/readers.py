@@ -29,11 +29,37 @@ class DataFormatError(UserError, ValueError):
     """A file does not hold what its format promises."""
 
 
+class DataFileUnreadableError(UserError, OSError):
+    """A dataset file is there but cannot be read: no permission, or a directory where the file should be.
+    The file itself may be good, so the fix is never to delete it."""
+
+
+def permission_denied(path: Path | str) -> DataFileUnreadableError:
+    """The error for a dataset file this process may not read."""
+    return DataFileUnreadableError(
+        f"permission denied reading {path}; make it readable (chmod a+r {path}, as its owner or with sudo) "
+        "and run again: the file itself may be good"
+    )
+
+
+@contextlib.contextmanager
+def reading(path: Path | str):
+    """Turns a permission error of the reads inside into `DataFileUnreadableError` naming `path`, before any
+    handler that would call an unreadable file truncated or corrupted."""
+    try:
+        yield
+    except PermissionError:
+        raise permission_denied(path) from None
+
+
 @contextlib.contextmanager
 def open_npz(path: Path, **kwargs):
     """`np.load` of an npz archive, with an error that names a truncated or corrupted file."""
     try:
-        archive = np.load(path, **kwargs)
+        with reading(path):
+            archive = np.load(path, **kwargs)
+    except DataFileUnreadableError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataFormatError(
             f"{path} is truncated or corrupted ({type(e).__name__}: {e}); delete it and run "
@@ -148,7 +174,9 @@ def read_omniglot_zip(path: Path | io.BytesIO) -> tuple[np.ndarray, np.ndarray]:
     Raises:
       DataFormatError: if an image is not 105x105 or a character lacks some of its 20 drawers.
     """
-    with zipfile.ZipFile(path) as archive:
+    with reading(path):
+        archive = zipfile.ZipFile(path)
+    with archive:
         entries = [(match, name) for name in archive.namelist() if (match := _OMNIGLOT_PNG.search(name))]
         character_ids = np.unique([int(match.group(1)) for match, _ in entries])
         row = {int(cid): index for index, cid in enumerate(character_ids)}
@@ -189,7 +217,11 @@ def read_chardata(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """
     from scipy.io import loadmat
 
-    mat = loadmat(path)
+    # Opened here: loadmat turns a PermissionError into a bare "Reader needs file name or open file-like object".
+    with reading(path):
+        stream = open(path, "rb")
+    with stream:
+        mat = loadmat(stream)
     splits = []
     for key in ("data", "testdata"):
         if key not in mat or mat[key].ndim != 2 or mat[key].shape[0] != 784:
@@ -223,7 +255,9 @@ def read_dsprites_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     else:
         import h5py
 
-        with h5py.File(path, "r") as archive:
+        with reading(path):
+            archive = h5py.File(path, "r")
+        with archive:
             if "imgs" not in archive or "latents/classes" not in archive:
                 raise DataFormatError(f"{path} must hold 'imgs' and 'latents/classes'.")
             images, classes = archive["imgs"][()], archive["latents/classes"][()]

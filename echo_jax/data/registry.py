@@ -19,8 +19,9 @@ class RemoteFile:
 
     Attributes:
       url: canonical public location.
-      sha256: hex digest of the file as served there; None where upstream never recorded one (the
-        file is then checked on content only, by its reader).
+      sha256: hex digest of the file as served there; None where no trustworthy digest is known: the
+        file is then never downloaded (`echo_jax.data.fetch.fetch` refuses), only read when put in the
+        data folder by hand, and checked on content only, by its reader.
       content_sha256: hex digest of the decompressed content, for gzip files whose compressed bytes
         differ between distributors.
     """
@@ -101,6 +102,8 @@ REGISTRY: Final[dict[str, RemoteFile]] = {
         _OMNIGLOT_URL + "images_background_small1.zip",
         "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
     ),
+    # No sha256 of chardata.mat is published upstream, and none could be computed here (no copy, no
+    # network): it is provided by hand until someone pins the sha256 of a copy checked against the IWAE repo.
     "omniglot/chardata.mat": RemoteFile(
         "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat", None
     ),
@@ -108,6 +111,7 @@ REGISTRY: Final[dict[str, RemoteFile]] = {
         f"https://github.com/deepmind/dsprites-dataset/blob/master/{_DSPRITES_STEM}.hdf5?raw=true",
         "729fa22e884c9c500e1f17415d580746b4c5894fbbb780a1319bbcfa39a745bb",
     ),
+    # Read when present, never downloaded (source="download" takes the hdf5); upstream published no sha256.
     f"dsprites/{_DSPRITES_STEM}.npz": RemoteFile(
         f"https://github.com/deepmind/dsprites-dataset/raw/master/{_DSPRITES_STEM}.npz", None
     ),
