@@ -110,12 +110,36 @@ def _draw_rate_distortion(ax, rows: list[dict]) -> None:
     ax.set_title("Rate-distortion (test); labels are beta; grey: constant -ELBO")
 
 
+def _beta_axis(ax, betas: Iterable[float], max_labels: int = 8) -> None:
+    """A beta axis labelled at the swept betas as plain numbers (0.25, 1, 4; three significant digits).
+
+    Log-scaled (linear when a beta is 0). Matplotlib's own log ticks label the minor ticks of a sweep within
+    a decade or two as 2x10^-1, 3x10^-1, ..., which overlap; labels closer than 1/max_labels of the axis to
+    the previous one are left out.
+    """
+    from matplotlib import ticker
+
+    betas = np.unique(np.asarray(list(betas), dtype=float))
+    log = betas.min() > 0
+    position = np.log10(betas) if log else betas
+    span = float(position[-1] - position[0]) or 1.0
+    shown = [0]
+    for i in range(1, len(betas)):
+        if position[i] - position[shown[-1]] >= span / max_labels:
+            shown.append(i)
+    if log:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.FixedLocator(betas[shown]))
+    ax.xaxis.set_major_formatter(ticker.FixedFormatter([f"{b:.3g}" for b in betas[shown]]))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+
+
 def plot_elbo_vs_beta(rows: list[dict], path: str) -> None:
     """-ELBO (= rate + distortion) against beta on a log axis, one line per method."""
     with figure(path) as ax:
         for (method, dataset), c in sorted(_by_method(rows).items()):
             ax.plot(c["beta"], c["neg_elbo"], "o-", label=f"{method} ({dataset})")
-        ax.set_xscale("log")
+        _beta_axis(ax, [r["beta"] for r in rows])
         ax.set_xlabel("beta")
         ax.set_ylabel("-ELBO = rate + distortion (nats)")
         ax.set_title("Test -ELBO against beta")
