@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections import defaultdict
@@ -35,12 +34,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
-from echo_jax import defaults, disentanglement, sweep, train
+from echo_jax import disentanglement, sweep, train, trained
 from echo_jax.errors import ConfigError
+from echo_jax.identity import code_commit, run_key, single_run_config
 
-# A run's key is what one model computes: the execution fields (`defaults.EXECUTION_FIELDS`) are left out, and so
-# is the composition of the sweep it was trained in.
-KEYLESS_FIELDS = defaults.EXECUTION_FIELDS | {"betas", "num_seeds"}
 LAYOUTS = ("auto", "per_beta", "per_variant")
 
 
@@ -97,26 +94,6 @@ def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg else module.get_config()
 
 
-# ----------------------------------------------------------------------------------------------- identity
-
-
-def run_identity(config: ml_collections.ConfigDict) -> dict:
-    """What a single-model config computes, as a flat, canonical dict (the content of its key).
-
-    The fields as `defaults.flat_fields` gives them (leaf names, unset values left out, so regrouping the
-    fields of a config or writing "unset" as a placeholder instead of 0 or "" keeps every key), less the
-    execution fields and the sweep's composition (`KEYLESS_FIELDS`), with the data seed resolved.
-    """
-    identity = defaults.flat_fields({**config.to_dict(), "data_seed": train.data_seed_of(config)})
-    return {name: value for name, value in identity.items() if name not in KEYLESS_FIELDS}
-
-
-def run_key(config: ml_collections.ConfigDict) -> str:
-    """Ten hex digits of the sha256 of `run_identity`."""
-    text = json.dumps(run_identity(config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 # ----------------------------------------------------------------------------------------------- plan
 
 
@@ -130,6 +107,7 @@ class Run:
     config: ml_collections.ConfigDict
     key: str
     groups: list[str]
+    keep_params: bool = False  # its results folder keeps the parameters file (the campaign's `keep_params`)
 
     @property
     def path(self) -> str:
@@ -187,8 +165,31 @@ def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] |
                         if g.name not in runs[key].groups:
                             runs[key].groups.append(g.name)
                         continue
-                    runs[key] = Run(name, float(beta), int(seed), config, key, [g.name])
+                    keep = keeps_params(campaign, name, config.dataset, beta, seed)
+                    runs[key] = Run(name, float(beta), int(seed), config, key, [g.name], keep)
     return list(runs.values())
+
+
+def keeps_params(campaign: ml_collections.ConfigDict, variant: str, dataset: str, beta: float, seed: int) -> bool:
+    """Whether the campaign's ``keep_params`` (dicts of ``variants``, ``dataset``, ``betas``, ``seeds``; a missing
+    entry matches everything) asks this run to keep its parameters file."""
+    for rule in campaign.get("keep_params", ()):
+        if (
+            variant in rule.get("variants", (variant,))
+            and dataset == rule.get("dataset", dataset)
+            and float(beta) in [float(b) for b in rule.get("betas", (beta,))]
+            and int(seed) in [int(s) for s in rule.get("seeds", (seed,))]
+        ):
+            return True
+    return False
+
+
+def is_done(run: Run, finished: dict[str, str]) -> bool:
+    """A run is done when its results folder exists and, if it keeps its parameters, holds them."""
+    directory = finished.get(run.key)
+    if directory is None:
+        return False
+    return not run.keep_params or os.path.isfile(os.path.join(directory, trained.SIDECAR_FILE))
 
 
 def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") -> None:
@@ -200,14 +201,6 @@ def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") ->
             _override(config[name], value, f"{prefix}{name}.")
         else:
             config[name] = value
-
-
-def single_run_config(base: ml_collections.ConfigDict, beta: float, seed: int) -> ml_collections.ConfigDict:
-    """`base` for one model: one beta, one seed, the data seed made explicit (default 0)."""
-    config = copy.deepcopy(base)
-    config.beta, config.betas, config.seed, config.num_seeds = float(beta), "", int(seed), 1
-    config.data_seed = base.get("data_seed") if base.get("data_seed") is not None else 0
-    return config
 
 
 def programs(missing: Sequence[Run], layout: str = "auto") -> list[Program]:
@@ -285,7 +278,7 @@ def status_lines(campaign: ml_collections.ConfigDict, runs: Sequence[Run], done:
         members = [r for r in runs if g.name in r.groups]
         if not members:
             continue
-        pending = [r for r in members if r.key not in done]
+        pending = [r for r in members if not is_done(r, done)]
         lines.append(
             f"group {g.name}: {len(members) - len(pending)}/{len(members)} runs done"
             + (f" - {g.description}" if g.description else "")
@@ -334,13 +327,13 @@ def run_campaign(
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
     runs = plan(campaign, root, groups)
     done = finished_runs(results_dir)
-    missing = [r for r in runs if r.key not in done]
+    missing = [r for r in runs if not is_done(r, done)]
     todo = programs(missing, layout)
     log(
         f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
         f"{len(missing)} to train in {len(todo)} program(s)"
     )
-    commit = _commit()
+    commit = code_commit()
     for program in todo:
         if deadline is not None and clock() >= deadline:
             log("time budget spent: stopping before the next program")
@@ -350,7 +343,7 @@ def run_campaign(
             log(f"program {program.key} is being trained by another runner; skipping it")
             continue
         finished = finished_runs(results_dir)  # read once: another runner may have finished this program
-        if all(r.key in finished for r in program.runs):
+        if all(is_done(r, finished) for r in program.runs):
             release_lock(workdir)
             continue
         log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
@@ -370,7 +363,7 @@ def run_campaign(
     done = finished_runs(results_dir)
     for line in status_lines(campaign, runs, done):
         log(line)
-    return all(r.key in done for r in runs)
+    return all(is_done(r, done) for r in runs)
 
 
 def take_lock(workdir: str) -> bool:
@@ -414,12 +407,18 @@ def _alive(pid: int) -> bool:
 
 
 def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: dict, commit: str | None) -> None:
-    """Writes one finished run's directory (config.json, metrics.jsonl, results.json) in one rename."""
+    """Writes one finished run's directory in one rename: config.json, metrics.jsonl, results.json, the model's
+    pictures and, when the run keeps them, its parameters file and sidecar."""
     target = os.path.join(results_dir, run.path)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     index = program.runs.index(run)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".tmp-")
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a results folder is shared
+    model_dir = os.path.join(workdir, trained.MODELS_DIR, trained.model_dir_name(run.beta, run.seed))
     try:
+        for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else ():
+            if name.endswith(".png") or (run.keep_params and name in (trained.PARAMS_FILE, trained.SIDECAR_FILE)):
+                shutil.copyfile(os.path.join(model_dir, name), os.path.join(tmp, name))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             f.write(json.dumps(json.loads(run.config.to_json_best_effort()), indent=2, sort_keys=True) + "\n")
         with open(os.path.join(tmp, "metrics.jsonl"), "w") as f:
@@ -451,6 +450,12 @@ def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: d
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def run_metrics(path: str, index: int) -> list[dict]:
     """One model's records of a program's metrics.jsonl, one per (split, step), in step order.
 
@@ -469,20 +474,3 @@ def run_metrics(path: str, index: int) -> list[dict]:
 
 def _summary(test: dict) -> str:
     return ", ".join(f"{k} {test[k]:.2f}" for k in ("rate", "distortion", "neg_elbo", "iwae_nll") if k in test)
-
-
-def _commit() -> str | None:
-    """The code's git commit, with "+dirty" when the work tree has uncommitted changes (None outside git)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

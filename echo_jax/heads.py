@@ -41,6 +41,8 @@ class HeadOutput(NamedTuple):
       z0: (B, D) the Gaussian base sample (IAF; equals z for the Gaussian head).
       log_q: (B,) log q(z | x) of the sample (Gaussian and IAF).
       log_q_base: (B,) log q(z0 | x) in the base space (IAF; equals log_q for the Gaussian head).
+      log_scale: (B, D) the log of the noise scale per dimension: log S(x) = log c + log sigmoid(a(x)) for
+        Echo, log sigma(x) = log_var / 2 of the Gaussian (base) posterior otherwise.
     """
 
     z: jax.Array
@@ -50,6 +52,7 @@ class HeadOutput(NamedTuple):
     z0: jax.Array | None = None
     log_q: jax.Array | None = None
     log_q_base: jax.Array | None = None
+    log_scale: jax.Array | None = None
 
 
 class EchoHead(nn.Module):
@@ -80,7 +83,7 @@ class EchoHead(nn.Module):
         log_s = jax.nn.log_sigmoid(nn.Dense(self.latent_dim, name="log_s", **dense_init)(features))
         clip = self.clip_for(features.shape[0])
         z = noise.echo_sample(self.make_rng("noise"), fx, log_s, clip=clip, order=self.order)
-        return HeadOutput(z=z, rate=noise.echo_rate(log_s, clip=clip), mean=fx)
+        return HeadOutput(z=z, rate=noise.echo_rate(log_s, clip=clip), mean=fx, log_scale=jnp.log(clip) + log_s)
 
 
 class GaussianParams(nn.Module):
@@ -111,7 +114,7 @@ class GaussianHead(nn.Module):
         mean, log_var = self.gaussian(features)
         z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(self.make_rng("noise"), mean.shape)
         log_q = diag_gaussian_log_prob(z, mean, log_var)
-        return HeadOutput(z=z, mean=mean, log_var=log_var, z0=z, log_q=log_q, log_q_base=log_q)
+        return HeadOutput(z=z, mean=mean, log_var=log_var, z0=z, log_q=log_q, log_q_base=log_q, log_scale=0.5 * log_var)
 
 
 class IAFHead(nn.Module):
@@ -138,4 +141,12 @@ class IAFHead(nn.Module):
         z0 = mean + jnp.exp(0.5 * log_var) * jax.random.normal(self.make_rng("noise"), mean.shape)
         z, log_det = self.iaf(z0)
         log_q_base = diag_gaussian_log_prob(z0, mean, log_var)
-        return HeadOutput(z=z, mean=mean, log_var=log_var, z0=z0, log_q=log_q_base - log_det, log_q_base=log_q_base)
+        return HeadOutput(
+            z=z,
+            mean=mean,
+            log_var=log_var,
+            z0=z0,
+            log_q=log_q_base - log_det,
+            log_q_base=log_q_base,
+            log_scale=0.5 * log_var,
+        )
