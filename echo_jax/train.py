@@ -29,12 +29,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from echo_jax import checkpoints, device_loop, logs, steps, sweep, validation
+from echo_jax import checkpoints, device_loop, diagnostics, identity, logs, pictures, steps, sweep, trained, validation
 from echo_jax import data as data_lib
 from echo_jax import workdir as workdir_lib
 from echo_jax.data import ArrayDataset
 from echo_jax.errors import ConfigError, DivergedError, UserError, WorkdirError
 from echo_jax.files import append_jsonl, dumps_strict, write_atomic
+from echo_jax.identity import data_seed_of
 from echo_jax.model import Autoencoder
 
 Evaluator = Callable[[Autoencoder, Any, ArrayDataset], dict]
@@ -72,12 +73,6 @@ def load_datasets(config: ml_collections.ConfigDict) -> tuple[ArrayDataset, Arra
             )
         splits[split] = dataset
     return splits["train"], splits["test"]
-
-
-def data_seed_of(config: ml_collections.ConfigDict) -> int:
-    """The seed of the run's data stream (order and binarization of the batches): data_seed, else seed."""
-    data_seed = config.get("data_seed")
-    return config.seed if data_seed is None else data_seed
 
 
 def evaluate(
@@ -406,22 +401,67 @@ class _PopulationRun:
         return test
 
     def finish(self, step: int) -> list[dict]:
-        """The final evaluation (the IWAE bound where defined, then the experiment's evaluators), saved with
-        the last checkpoint so that a finished population is never evaluated twice."""
-        test = self.evaluate(step, self.program.final_eval_step)
-        extra = [{} for _ in self.runs]
-        if self.program.evaluators:
-            params = self.population.stacked_states().params
-            for m in range(len(self.runs)):
-                model_params = jax.tree.map(lambda x, m=m: x[m], params)
-                extra[m] = {
-                    name: evaluator(self.program.model, model_params, self.program.test_set)
-                    for name, evaluator in self.program.evaluators.items()
-                }
+        """The final evaluation (the IWAE bound where defined, the training split's terms, the diagnostics, then
+        the experiment's evaluators) and each model's parameters file and pictures, saved with the last
+        checkpoint so that a finished population is never evaluated twice."""
+        program = self.program
+        test = self.evaluate(step, program.final_eval_step)
+        train_terms = evaluate(
+            self.population, program.eval_step, program.train_set, program.config.batch_size, self.eval_key
+        )
+        bad = [self.runs[m] for m, row in enumerate(train_terms) if not all(np.isfinite(v) for v in row.values())]
+        if bad:
+            raise self._diverged(f"the training-split evaluation at step {step} is non-finite for (beta, seed) {bad}")
+        params = self.population.stacked_states().params
+        extra = []
+        for m in range(len(self.runs)):
+            model_params = jax.tree.map(lambda x, m=m: x[m], params)
+            row = {
+                "train": train_terms[m],
+                "diagnostics": diagnostics.run_diagnostics(
+                    program.model,
+                    model_params,
+                    program.train_set,
+                    program.test_set,
+                    program.config.batch_size,
+                    jax.random.fold_in(self.eval_key, 1),
+                    test_rate=test[m]["rate"],
+                ),
+            }
+            for name, evaluator in program.evaluators.items():
+                row[name] = evaluator(program.model, model_params, program.test_set)
+            extra.append(row)
         seconds = time.perf_counter() - self.start
+        if jax.process_index() == 0:
+            for m in range(len(self.runs)):
+                self._write_model(m, jax.tree.map(lambda x, m=m: x[m], params), test[m], train_terms[m])
         self.save(step, test=test, extra=extra)
         self._close()
         return self._rows(test, extra, seconds)
+
+    def _write_model(self, m: int, params, test: dict, train_terms: dict) -> None:
+        """models/beta<b>_seed<s>/: the parameters file, its sidecar and the pictures of model `m`."""
+        config = self.program.config
+        beta, seed = self.runs[m]
+        base = config.copy_and_resolve_references()
+        base.data_seed = data_seed_of(config)  # the sweep's shared stream
+        single = identity.single_run_config(base, beta, seed)
+        directory = os.path.join(self.program.workdir, trained.MODELS_DIR, trained.model_dir_name(beta, seed))
+        trained.save_model(
+            directory,
+            sweep.to_host(params),
+            config=single,
+            image_shape=self.program.train_set.image_shape,
+            reference_images=np.asarray(self.program.sample),
+            info={
+                "key": identity.run_key(single),
+                "commit": identity.code_commit(),
+                "test": test,
+                "train": train_terms,
+            },
+        )
+        images = next(data_lib.eval_batches(self.program.test_set, min(2000, len(self.program.test_set))))
+        pictures.write_pictures(trained.load_run(directory), np.asarray(images), directory, jax.random.PRNGKey(0))
 
     # ----------------------------------------------------------------------------------- helpers
 

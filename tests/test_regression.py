@@ -131,5 +131,8 @@ def test_every_config_is_pinned():
 def test_quick_config_numbers_are_unchanged(name, tmp_path):
     measured = pinned_run(name, str(tmp_path))
     assert set(measured) == set(PINNED[name])
+    # The dSprites conv network's float32 sums round differently from one CPU to another: 7.7e-5 relative on
+    # an AMD EPYC against the Intel machine these were pinned on; a changed computation moves them far more.
+    rel = 2e-4 if name.startswith("disentanglement") else 2e-5
     for key, value in PINNED[name].items():
-        assert measured[key] == pytest.approx(value, rel=2e-5, abs=2e-5), key
+        assert measured[key] == pytest.approx(value, rel=rel, abs=2e-5), key
