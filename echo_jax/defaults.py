@@ -215,10 +215,22 @@ RATE_DISTORTION_CONFIGS = (
 )
 
 
-def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_overrides: dict, schedule: str = ""):
+def paper_campaign(
+    name: str,
+    *,
+    quick: bool,
+    overrides: dict,
+    dsprites_overrides: dict,
+    schedule: str = "",
+    long_overrides: dict | None = None,
+    keep_params: tuple = (),
+):
     """The paper's claims as a campaign (see `echo_jax.campaign`), in priority order:
 
     A. binarized MNIST, echo and vae, beta in {1, 0.5, 2, 0.25, 4}, seeds 0-2;
+    E1. binarized MNIST, echo and vae at beta 8, seeds 0-2 (where Echo's rate floor binds);
+    E2. binarized MNIST, echo and vae at beta 2 and 4, seeds 0-2, trained longer (`long_overrides`);
+    C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
     B. binarized MNIST, beta = 1, all 11 rate-distortion configs, seeds 0-2;
     C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
     D. dSprites and correlated dSprites: echo, vae and echo with a TC penalty (tc_weight 10) at beta 1,
@@ -230,6 +242,9 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
       overrides: set on every rate-distortion run (groups A-C).
       dsprites_overrides: set on every disentanglement run (group D).
       schedule: the training schedule in words, for the report.
+      long_overrides: set on top of `overrides` for group E2 (a longer schedule).
+      keep_params: which finished runs keep their parameters file in the results folder (the model zoo):
+        dicts of ``variants``, ``dataset``, ``betas`` and ``seeds`` (see `echo_jax.campaign.keeps_params`).
     """
     from echo_jax.campaign import group  # the campaign machinery imports this module
 
@@ -239,23 +254,33 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
     c.name = name
     c.schedule = schedule
     c.overrides = {}
+    c.keep_params = tuple(dict(k) for k in keep_params)
     seeds = (0, 1, 2)
+    mnist = {**overrides, "dataset": "binary_mnist"}
     c.groups = (
         group(
             "A",
             [rd("echo"), rd("vae")],
             betas=(1, 0.5, 2, 0.25, 4),
             seeds=seeds,
-            overrides={**overrides, "dataset": "binary_mnist"},
+            overrides=mnist,
             description="binarized MNIST, echo and vae, five betas",
         ),
         group(
-            "B",
-            [rd(m) for m in RATE_DISTORTION_CONFIGS],
-            betas=(1,),
+            "E1",
+            [rd("echo"), rd("vae")],
+            betas=(8,),
             seeds=seeds,
-            overrides={**overrides, "dataset": "binary_mnist"},
-            description="binarized MNIST, beta = 1, all rate-distortion configs",
+            overrides=mnist,
+            description="binarized MNIST, echo and vae at beta 8 (where Echo's rate floor binds)",
+        ),
+        group(
+            "E2",
+            [rd("echo"), rd("vae")],
+            betas=(2, 4),
+            seeds=seeds,
+            overrides={**mnist, **(long_overrides or {})},
+            description="binarized MNIST, echo and vae at beta 2 and 4, trained longer (has training converged?)",
         ),
         group(
             "C",
@@ -268,6 +293,14 @@ def paper_campaign(name: str, *, quick: bool, overrides: dict, dsprites_override
             seeds=seeds,
             overrides=overrides,
             description="Omniglot and Fashion-MNIST, echo and vae, three betas",
+        ),
+        group(
+            "B",
+            [rd(m) for m in RATE_DISTORTION_CONFIGS],
+            betas=(1,),
+            seeds=seeds,
+            overrides=mnist,
+            description="binarized MNIST, beta = 1, all rate-distortion configs",
         ),
         group(
             "D",

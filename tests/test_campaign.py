@@ -186,7 +186,9 @@ def test_runs_what_is_missing_and_keys_results_by_config(tmp_path):
     assert shared["results"][0]["encoder"] == "gaussian" and "iwae_nll" in shared["results"][0]["test"]
     assert shared["run"]["groups"] == ["B"] and shared["run"]["program"]["num_seeds"] == 1
     directory = done[planned[1].key]  # echo, beta 1, seed 1: trained with seed 0 in one program
-    assert sorted(os.listdir(directory)) == ["config.json", "metrics.jsonl", "results.json"]
+    # Every run keeps its pictures; this campaign keeps no parameters.
+    pictures = ["rates_per_dim.png", "reconstructions.png", "samples.png"]
+    assert sorted(os.listdir(directory)) == sorted(["config.json", "metrics.jsonl", "results.json", *pictures])
     results = json.loads(open(os.path.join(directory, "results.json")).read())
     (row,) = results["results"]
     assert (row["encoder"], row["beta"], row["seed"]) == ("echo", 1.0, 1) and "iwae_nll" not in row["test"]
@@ -267,19 +269,26 @@ def test_the_paper_campaigns_plan_every_group():
     for name, network in (("paper_mlp", "mlp"), ("paper_conv", "conv")):
         path = os.path.join(REPO, "configs", "campaigns", f"{name}.py")
         runs = campaign.plan(load(path), campaign.config_root(path))
-        by_group = {g: [r for r in runs if g in r.groups] for g in "ABCD"}
-        assert [len(v) for v in by_group.values()] == [30, 33, 36, 18]
-        assert len(runs) == 30 + 33 - 6 + 36 + 18  # B's echo and vae at beta 1 are A's
+        by_group = {g: [r for r in runs if g in r.groups] for g in ("A", "E1", "E2", "C", "B", "D")}
+        assert [len(v) for v in by_group.values()] == [30, 6, 12, 36, 33, 18]
+        # B's echo and vae at beta 1 are A's; with the conv protocol (200 epochs already) E2's runs are A's too.
+        shared_e2 = 12 if name == "paper_conv" else 0
+        assert len(runs) == 30 + 6 + 12 + 36 + 33 - 6 + 18 - shared_e2
         assert {r.config.model.network for r in runs if "D" not in r.groups} == {network}
         assert {r.config.dataset for r in by_group["C"]} == {"omniglot", "fashion_mnist"}
+        assert {(r.variant, r.beta) for r in by_group["E1"]} == {("echo", 8.0), ("vae", 8.0)}
+        assert {r.beta for r in by_group["E2"]} == {2.0, 4.0} and {r.config.num_epochs for r in by_group["E2"]} == {200}
         assert all(r.config.num_train_steps >= 30_000 or r.config.num_epochs >= 26 for r in by_group["D"])
         assert any(r.config.model.tc_weight > 0 for r in by_group["D"])
     mlp = campaign.plan(load(os.path.join(REPO, "configs", "campaigns", "paper_mlp.py")), os.path.join(REPO, "configs"))
     assert {
         (r.config.num_epochs, r.config.batch_size, r.config.model.latent_dim, tuple(r.config.model.mlp_hidden))
         for r in mlp
-        if "D" not in r.groups
+        if "D" not in r.groups and "E2" not in r.groups
     } == {(100, 100, 32, (500, 500))}
+    # The model zoo: seed 0 of echo and vae at beta 0.25, 1 and 4 on binarized MNIST, nothing else.
+    kept = {(r.variant, r.beta, r.seed, r.config.dataset) for r in mlp if r.keep_params}
+    assert kept == {(v, b, 0, "binary_mnist") for v in ("echo", "vae") for b in (0.25, 1.0, 4.0)}
 
 
 def test_cli_status(tmp_path):

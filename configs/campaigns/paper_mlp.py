@@ -8,7 +8,9 @@ at epoch 100 (50,000 steps), test terms every 10 epochs on the full test split, 
 the end (Gaussian and IAF encoders). dSprites (group D): the disentanglement_lib network, 30,000 steps
 of batch 64, metrics at the protocol's sizes (MIG on 10,000 points; FactorVAE 10,000 / 5,000 votes).
 Cost here (2 cores): about 5 min per echo model, 4 per vae (IAF and MAF models several times more);
-group A is 30 models, about 2.5 hours; groups A-C about 12 hours.
+group A is 30 models, about 2.5 hours; groups A-C about 12 hours. Group E1 (beta 8) has the same schedule;
+E2 (beta 2 and 4) trains 200 epochs, lr constant for 100 then linearly to 0. Seed 0 of echo and vae at
+beta 0.25, 1 and 4 keep their parameters (`keep_params`): the model zoo, opened with `echo_jax.load_run`.
 """
 
 from echo_jax.defaults import paper_campaign
@@ -38,6 +40,10 @@ def get_config():
             "factor_vae_eval": 5_000,
             "factor_vae_variance_points": 10_000,
         },
+        # E2: 200 epochs, lr constant for 100 then linearly to 0 at epoch 200.
+        long_overrides={"num_epochs": 200},
+        # The model zoo: seed 0 of echo and vae at three betas keep their parameters (5.3 MB each).
+        keep_params=({"variants": ("echo", "vae"), "dataset": "binary_mnist", "betas": (0.25, 1, 4), "seeds": (0,)},),
         schedule="MLP 784-500-500, latent 32, batch 100, Adam lr 1e-3 constant for 50 epochs then linearly to 0 "
         "at epoch 100 (50,000 steps); test terms every 10 epochs on the full test split; a 100-sample IWAE "
         "bound at the end (Gaussian and IAF encoders). dSprites: 30,000 steps of batch 64, MIG on 10,000 "
