@@ -300,6 +300,47 @@ class TrainedModel:
         return {name: float(value) / count for name, value in totals.items()}
 
 
+def describe(trained: TrainedModel, images, key: jax.Array) -> list[str]:
+    """A run's summary in lines: its config in one line, its test terms (from its sidecar), the rate per
+    dimension over `images` and how many dimensions are active (encoder location varying by more than 0.01)."""
+    from echo_jax import diagnostics
+
+    c, m = trained.config, trained.model
+    network = f"mlp {list(m.mlp_hidden)}" if m.network == "mlp" else m.network
+    length = f"{c.num_train_steps} steps" if c.num_train_steps else f"{c.num_epochs} epochs"
+    lines = [
+        f"{trained.path}: {m.encoder}/{m.marginal}, {network}, D={m.latent_dim}, {c.dataset}, beta={trained.beta:g}, "
+        f"seed={trained.seed}, batch {c.batch_size}, lr {c.learning_rate:g} ({c.lr_schedule}), "
+        f"{length}; key {trained.key}, commit {trained.info.get('commit')}",
+    ]
+    for split in ("test", "train"):
+        if split in trained.info:
+            terms = trained.info[split]
+            lines.append(f"{split}: " + "  ".join(f"{k} {terms[k]:.2f}" for k in sorted(terms)) + " (nats)")
+    encoding = trained.encode(images, key)
+    active = diagnostics.active_units(encoding.location)
+    try:
+        rates = trained.rate_per_dim(images, key=key)
+    except ValueError as e:
+        lines.append(f"rate per dimension: {e}")
+    else:
+        order = np.argsort(rates)[::-1]
+        lines.append(
+            f"rate per dimension over {len(images)} test images (nats, sorted): "
+            + " ".join(f"{rates[j]:.2f}" for j in order)
+        )
+        if m.encoder == "echo":
+            floor = diagnostics.echo_floor(m.echo_clip)
+            at_floor = diagnostics.dims_at_floor(rates, m.echo_clip)
+            lines.append(
+                f"Echo's floor: -log c = {floor:.3f} nats a dimension, {floor * m.latent_dim:.2f} in all "
+                f"({100 * floor * m.latent_dim / float(np.sum(rates)):.0f}% of the rate); {at_floor} of "
+                f"{m.latent_dim} dimensions at the floor"
+            )
+    lines.append(f"active dimensions (Var_x of the encoder location > 0.01): {active} of {m.latent_dim}")
+    return lines
+
+
 def _apply(model, params, method, *inputs, key: jax.Array | None = None, **kwargs):
     """``model.apply`` of one method (a name, or a function of the bound module) with `key` as the noise."""
     rngs = {} if key is None else {"noise": key}

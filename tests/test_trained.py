@@ -202,3 +202,77 @@ def test_every_zoo_model_reproduces_its_committed_neg_elbo(sidecar):
     assert model.key == os.path.basename(directory).rsplit("_", 1)[-1]
     terms = model.evaluate("test", data_dir=SHARED_DATA, iwae_samples=0)
     assert abs(terms["neg_elbo"] - results["test"]["neg_elbo"]) < 0.1
+
+
+def test_inspect_prints_a_summary_and_writes_the_pictures(sweep_workdir, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "pictures"
+    command = [sys.executable, "-m", "experiments.inspect", sweep_workdir[0], "--beta", "4", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert "echo/none, mlp [16], D=4, mnist_sample, beta=4, seed=0" in lines[0]
+    assert lines[1].startswith("test: distortion") and any(line.startswith("rate per dimension over") for line in lines)
+    assert any(line.startswith("active dimensions") and line.endswith("of 4") for line in lines)
+    assert sorted(os.listdir(out)) == ["rates_per_dim.png", "reconstructions.png", "samples.png"]
+    ambiguous = subprocess.run(command[:4], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert ambiguous.returncode == 1 and ambiguous.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "matches several models" in ambiguous.stderr
+
+
+TINY_ZOO_CAMPAIGN = """
+import ml_collections
+from echo_jax.campaign import group
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.name = "tiny_zoo"
+    c.overrides = {{"num_train_examples": 64, "num_test_examples": 32, "batch_size": 16, "num_epochs": 2,
+                    "model": {{"mlp_hidden": (16,), "latent_dim": 4}}, "eval_every_epochs": 1,
+                    "log_every_steps": 2, "iwae_samples": 0}}
+    c.keep_params = ({{"variants": ("echo",), "betas": (2,), "seeds": (0,)}},)
+    c.groups = (group("A", [("echo", "{rd}/echo.py:quick")], betas=(1, 2), seeds=(0,)),)
+    return c
+"""
+
+
+def test_a_campaign_keeps_the_declared_parameters_and_retrains_a_kept_run_that_lacks_them(tmp_path):
+    import shutil
+
+    from echo_jax import campaign
+
+    path = tmp_path / "configs" / "campaigns" / "tiny_zoo.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(TINY_ZOO_CAMPAIGN.format(rd=os.path.join(REPO, "configs", "rate_distortion")))
+    spec = campaign.load_config_file(str(path))
+    results, work = str(tmp_path / "results"), str(tmp_path / "work")
+
+    def run():
+        lines = []
+        campaign.run_campaign(
+            spec, root=campaign.config_root(str(path)), results_dir=results, work_dir=work, log=lines.append
+        )
+        return lines
+
+    run()
+    done = campaign.finished_runs(results)
+    runs = {r.beta: r for r in campaign.plan(spec, campaign.config_root(str(path)))}
+    kept, plain = done[runs[2.0].key], done[runs[1.0].key]
+    assert os.path.isfile(os.path.join(kept, "params.safetensors")) and os.path.isfile(
+        os.path.join(kept, "params.json")
+    )
+    assert not os.path.exists(os.path.join(plain, "params.json")) and os.path.isfile(os.path.join(plain, "samples.png"))
+    model = load_run(kept)
+    assert model.key == runs[2.0].key  # the sidecar names the run as its folder does
+    first = json.load(open(os.path.join(kept, "results.json")))["results"][0]
+    assert model.evaluate("test")["neg_elbo"] == pytest.approx(first["test"]["neg_elbo"], rel=1e-6)
+    # A committed run without its parameters (and without its checkpoints) is trained again, to the same numbers.
+    os.remove(os.path.join(kept, "params.json"))
+    shutil.rmtree(work)
+    lines = run()
+    assert "1 to train" in lines[0]
+    again = json.load(open(os.path.join(kept, "results.json")))["results"][0]
+    assert again["test"] == first["test"] and again["train"] == first["train"]
+    assert os.path.isfile(os.path.join(kept, "params.json"))
