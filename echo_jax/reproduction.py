@@ -112,6 +112,11 @@ class Result:
     epochs: float
     network: str
     commit: str | None
+    train: dict | None = None  # the training split's final terms (runs trained since they were recorded)
+    diagnostics: dict = dataclasses.field(default_factory=dict)  # see echo_jax.diagnostics
+    num_epochs: int = 0  # the schedule's length (its protocol)
+    rate_floor: float | None = None  # Echo: D * -log c, from its config
+    directory: str = ""
 
 
 def load_finished(runs: Sequence[campaign_lib.Run], done: dict[str, str]) -> list[Result]:
@@ -144,9 +149,27 @@ def load_finished(runs: Sequence[campaign_lib.Run], done: dict[str, str]) -> lis
                 curve[-1][0] if curve else float("nan"),
                 row["network"],
                 results.get("run", {}).get("commit"),
+                row.get("train"),
+                row.get("diagnostics", {}),
+                int(run.config.num_epochs),
+                _rate_floor(run.config),
+                directory,
             )
         )
     return out
+
+
+def _rate_floor(config) -> float | None:
+    """Echo's least rate, D * -log c (c solved from the batch size unless the config sets it); None otherwise."""
+    model = config.model
+    if model.encoder != "echo":
+        return None
+    from echo_jax import noise
+
+    clip = (
+        model.echo_clip if model.echo_clip is not None else noise.echo_clip(config.batch_size - 1, model.echo_fx_bound)
+    )
+    return float(model.latent_dim * -np.log(clip))
 
 
 def _index(results: Sequence[Result]) -> dict[tuple, dict[int, Result]]:
@@ -226,6 +249,7 @@ def dominance_verdict(index, dataset: str, results: Sequence[Result], pending: i
     used = [r for r in results if r.dataset == dataset and r.variant in ("echo", "vae")]
     lines = "; ".join(f"beta {b:g}: {g}" for b, g in sorted(gaps.items()))
     evidence = f"Echo's distortion minus the VAE's at Echo's rate, nats, mean [95% CI]: {lines}. Budget: {budget(used)}"
+    evidence += explanations(index, dataset)
     if pending:
         return Verdict(claim, "not yet measured", f"{pending} Echo/VAE runs of the range pending; so far: {evidence}")
     if all(g.sign < 0 for g in gaps.values()):
@@ -306,9 +330,18 @@ def disentanglement_verdicts(index, results: Sequence[Result]) -> list[Verdict]:
 # ----------------------------------------------------------------------------------------------- figures
 
 
-def plot_rate_distortion(index, dataset: str, path: str) -> None:
-    """Rate against distortion per method: seed means with one-standard-deviation bars, -ELBO iso-lines."""
+def plot_rate_distortion(index, dataset: str, path: str, *, split: str = "test", extra=None) -> None:
+    """Rate against distortion per method: seed means with one-standard-deviation bars, -ELBO iso-lines.
+
+    Args:
+      split: "test", or "train" (the runs that recorded the training split's terms).
+      extra: ``extra(ax)`` draws more on the axes.
+    """
     variants = sorted({v for (d, v, _) in index if d == dataset})
+    terms = lambda r: r.test if split == "test" else r.train
+    if split != "test":
+        index = {k: {s: r for s, r in by.items() if r.train} for k, by in index.items()}
+        index = {k: by for k, by in index.items() if by}
     with figure(path) as ax:
         rates, sums = [], []
         for variant in variants:
@@ -317,8 +350,8 @@ def plot_rate_distortion(index, dataset: str, path: str) -> None:
                 continue
             points = [
                 (
-                    summarize([r.test["rate"] for r in index[(dataset, variant, b)].values()]),
-                    summarize([r.test["distortion"] for r in index[(dataset, variant, b)].values()]),
+                    summarize([terms(r)["rate"] for r in index[(dataset, variant, b)].values()]),
+                    summarize([terms(r)["distortion"] for r in index[(dataset, variant, b)].values()]),
                 )
                 for b in betas
             ]
@@ -344,9 +377,11 @@ def plot_rate_distortion(index, dataset: str, path: str) -> None:
             for level in np.linspace(min(sums), max(sums), 4):
                 ax.plot(xs, level - xs, color="0.85", lw=0.8, zorder=0)
             ax.set_xlim(0, max(rates) * 1.15)
+        if extra is not None:
+            extra(ax)
         ax.set_xlabel("rate (nats): exact I(X;Z) for echo, the KL bound for the VAE")
         ax.set_ylabel("distortion (nats)")
-        ax.set_title(f"{dataset}: test rate-distortion (labels: beta)")
+        ax.set_title(f"{dataset}: {split} rate-distortion (labels: beta)")
 
 
 def plot_learning_curves(index, dataset: str, path: str, beta: float = 1.0) -> None:
@@ -365,6 +400,355 @@ def plot_learning_curves(index, dataset: str, path: str, beta: float = 1.0) -> N
         ax.set_title(f"{dataset}, beta = {beta:g}: test -ELBO (band: min-max over seeds)", fontsize=10)
 
 
+# ----------------------------------------------------------------------------------------------- why
+
+MI_ESTIMATES = (("upper_bound", "KL rate minus a lower bound on KL(q(z) || p(z))"), ("heldout", "held-out mixture"))
+
+
+def explanations(index, dataset: str) -> str:
+    """Measured effects behind a dominance verdict, as sentences: Echo's rate floor where Echo is worse, the
+    Lagrangian comparison, and test -ELBO curves that rise after their best epoch (overfitting) or still fall
+    at the end (not converged)."""
+    gaps = rate_distortion_gaps(index, dataset)
+    out = []
+    worse = [b for b, g in gaps.items() if g.sign > 0]
+    for b in worse:
+        echo = [r for r in index[(dataset, "echo", b)].values() if r.rate_floor is not None]
+        if not echo:
+            continue
+        share = summarize([100 * r.rate_floor / r.test["rate"] for r in echo])
+        out.append(f"at beta {b:g} Echo's floor D(-log c) = {echo[0].rate_floor:.2f} nats is {share}% of its rate")
+    lagrangian = lagrangian_gaps(index, dataset)
+    better = [f"{b:g}" for b, g in lagrangian.items() if g.sign < 0]
+    worse_l = [f"{b:g}" for b, g in lagrangian.items() if g.sign > 0]
+    if lagrangian:
+        out.append(
+            f"at equal beta, Echo's Lagrangian distortion + beta * rate is lower at beta {', '.join(better) or 'none'} "
+            f"and higher at {', '.join(worse_l) or 'none'}"
+        )
+    for (d, v, b), by_seed in sorted(index.items()):
+        if d != dataset or v not in ("echo", "vae"):
+            continue
+        curves = [dict(r.curve) for r in by_seed.values() if len(r.curve) >= 3]
+        if not curves:
+            continue
+        epochs = sorted(set.intersection(*[set(c) for c in curves]))
+        mean = np.mean([[c[e] for e in epochs] for c in curves], axis=0)
+        if mean[-1] - mean.min() > 0.5:
+            out.append(
+                f"{v} at beta {b:g} overfits: its test -ELBO ends {mean[-1] - mean.min():.2f} nats above its best "
+                f"(epoch {epochs[int(np.argmin(mean))]:g})"
+            )
+        elif len(mean) >= 2 and mean[-2] - mean[-1] > 0.2:
+            out.append(
+                f"{v} at beta {b:g} is still improving at the end ({mean[-2] - mean[-1]:.2f} nats over its last "
+                f"{epochs[-1] - epochs[-2]:g} epochs)"
+            )
+    return (". Measured effects: " + "; ".join(out) + ".") if out else ""
+
+
+def lagrangian_gaps(index, dataset: str) -> dict[float, Interval]:
+    """Per beta: Echo's distortion + beta * rate minus the VAE's at the same beta, paired by seed (each
+    minimises its own Lagrangian; a lower value at the same beta is a better trade-off at that slope)."""
+    out = {}
+    for (d, v, beta), echo in index.items():
+        if d != dataset or v != "echo" or (d, "vae", beta) not in index:
+            continue
+        a, b = paired_by_seed(echo, index[(d, "vae", beta)], lambda r: r.test["distortion"] + r.beta * r.test["rate"])
+        if a:
+            out[beta] = paired_interval(a, b)
+    return dict(sorted(out.items()))
+
+
+def mi_axis_gaps(index, dataset: str, estimate: str) -> dict[float, Interval]:
+    """`rate_distortion_gaps` with the VAE's curve drawn at an estimate of its I(X;Z) instead of its KL rate:
+    per Echo beta, Echo's distortion minus the VAE's at Echo's (exact) rate, for the seeds whose VAE runs
+    recorded the estimate at two betas or more."""
+    vae_betas = sorted(b for (d, v, b) in index if d == dataset and v == "vae")
+    gaps = {}
+    for (d, v, beta), echo in sorted(index.items()):
+        if d != dataset or v != "echo":
+            continue
+        diffs = []
+        for seed, e in echo.items():
+            curve = [index[(d, "vae", b)].get(seed) for b in vae_betas]
+            curve = [c for c in curve if c is not None and "mutual_information" in c.diagnostics]
+            at = distortion_at_rate(
+                [c.diagnostics["mutual_information"][estimate] for c in curve],
+                [c.test["distortion"] for c in curve],
+                e.test["rate"],
+            )
+            if at is not None:
+                diffs.append(e.test["distortion"] - at)
+        if diffs:
+            gaps[beta] = paired_interval(diffs, np.zeros(len(diffs)))
+    return gaps
+
+
+def _floor_table(index, dataset: str) -> list[str]:
+    rows = sorted((b, by) for (d, v, b), by in index.items() if d == dataset and v == "echo")
+    if not rows:
+        return []
+    lines = [
+        "**Echo's rate floor.** The clipped scale S = c sigmoid(a) costs every latent dimension at least -log c "
+        "nats, so Echo's rate is at least D (-log c) whatever beta is; a VAE's can go to 0.",
+        "",
+        "| beta | seeds | rate | floor D(-log c) | floor share of the rate | dimensions at the floor (of D) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for beta, by_seed in rows:
+        rs = [r for r in by_seed.values() if r.rate_floor is not None]
+        if not rs:
+            continue
+        floor = rs[0].rate_floor
+        share = summarize([100 * r.rate_floor / r.test["rate"] for r in rs])
+        at = [r.diagnostics["dims_at_floor"] for r in rs if "dims_at_floor" in r.diagnostics]
+        at_text = f"{summarize(at)} (n = {len(at)})" if at else "not measured"
+        lines.append(
+            f"| {beta:g} | {len(rs)} | {summarize([r.test['rate'] for r in rs])} | {floor:.2f} | {share}% | {at_text} |"
+        )
+    return lines + [""]
+
+
+def _information_table(index, dataset: str) -> list[str]:
+    rows = sorted(
+        (
+            (b, r)
+            for (d, v, b), by in index.items()
+            if d == dataset and v == "vae"
+            for r in by.values()
+            if "mutual_information" in r.diagnostics
+        ),
+        key=lambda pair: (pair[0], pair[1].seed),
+    )
+    if not rows:
+        return []
+    lines = [
+        "**The VAE's rate is a bound.** Its KL rate is I(X;Z) + KL(q(z) || p(z)) (ELBO surgery); Echo's rate is I(X;Z) "
+        "itself. Per VAE run with a recorded model: the KL rate, an upper bound on I(X;Z) (KL rate minus a rigorous "
+        "lower bound on KL(q(z) || p(z)) from the aggregate posterior's moments) and a held-out estimate (test codes "
+        "scored against the mixture of 10,000 training encodings; biased slightly high). Active units: dimensions "
+        "whose encoder mean varies by more than 0.01 over the test set.",
+        "",
+        "| beta | seed | KL rate | I(X;Z) upper bound | I(X;Z) held-out | KL(q(z) \\|\\| p(z)) lower bound "
+        "| active units |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for beta, r in rows:
+        mi = r.diagnostics["mutual_information"]
+        lines.append(
+            f"| {beta:g} | {r.seed} | {mi['kl_rate']:.2f} | {mi['upper_bound']:.2f} | {mi['heldout']:.2f} | "
+            f"{mi['marginal_kl_lower_bound']:.2f} | {r.diagnostics['active_units']} |"
+        )
+    return lines + [""]
+
+
+def _generalisation_table(index, dataset: str) -> list[str]:
+    rows = [
+        (v, b, [r for r in by.values() if r.train])
+        for (d, v, b), by in sorted(index.items())
+        if d == dataset and v in ("echo", "vae")
+    ]
+    rows = [(v, b, rs) for v, b, rs in rows if rs]
+    if not rows:
+        return []
+    lines = [
+        "**Training split against test split** (final terms; runs trained since the training split was recorded):",
+        "",
+        "| method | beta | seeds | train -ELBO | test -ELBO | test - train | train rate | test rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v, b, rs in rows:
+        gap = summarize([r.test["neg_elbo"] - r.train["neg_elbo"] for r in rs])
+        lines.append(
+            f"| {v} | {b:g} | {','.join(str(r.seed) for r in rs)} | {summarize([r.train['neg_elbo'] for r in rs])} | "
+            f"{summarize([r.test['neg_elbo'] for r in rs])} | {gap} | {summarize([r.train['rate'] for r in rs])} | "
+            f"{summarize([r.test['rate'] for r in rs])} |"
+        )
+    return lines + [""]
+
+
+def _why_table(index, dataset: str) -> list[str]:
+    """The Lagrangian and the information-axis comparisons beside the interpolation one."""
+    lagrangian = lagrangian_gaps(index, dataset)
+    if not lagrangian:
+        return []
+    gaps = rate_distortion_gaps(index, dataset)
+    mi = {name: mi_axis_gaps(index, dataset, name) for name, _ in MI_ESTIMATES}
+    lines = [
+        "**Three ways to compare at one beta** (Echo - VAE, nats, mean [95% CI], paired by seed): the Lagrangian "
+        "distortion + beta * rate at the same beta; Echo's distortion minus the VAE's at Echo's rate on the VAE's "
+        "KL-rate curve (the verdict's axis); and the same on the VAE's curve redrawn at its estimated I(X;Z) (only "
+        "seeds whose VAE models were recorded at two or more betas; n = 1 has no interval).",
+        "",
+        "| beta | Lagrangian | at Echo's rate (KL axis) | at Echo's rate (I(X;Z) upper bound) "
+        "| at Echo's rate (held-out I(X;Z)) |",
+        "|---|---|---|---|---|",
+    ]
+    for beta, g in lagrangian.items():
+        cells = [str(g), str(gaps.get(beta, "n/a"))] + [
+            str(mi[name].get(beta, "not measured")) for name, _ in MI_ESTIMATES
+        ]
+        lines.append(f"| {beta:g} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _longer_training_section(standard, longer, dataset: str) -> list[str]:
+    """The same (method, beta) trained for the campaign's standard schedule and for a longer one."""
+    if not longer:
+        return []
+    epochs = sorted({r.num_epochs for r in longer})
+    lines = [
+        f"### Longer training ({'/'.join(map(str, epochs))} epochs)",
+        "",
+        "Has training converged at the standard schedule? The same runs trained longer (lr constant for the first "
+        "half, then linearly to 0), mean ± sd over seeds, and Echo - VAE at each length (paired by seed):",
+        "",
+        "| method | beta | epochs | seeds | rate | distortion | -ELBO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(v, b) for (d, v, b) in longer if d == dataset})
+    for v, b in keys:
+        for source in (standard, longer):
+            rs = list(source.get((dataset, v, b), {}).values())
+            if rs:
+                lines.append(
+                    f"| {v} | {b:g} | {rs[0].num_epochs} | {','.join(str(r.seed) for r in rs)} | "
+                    f"{summarize([r.test['rate'] for r in rs])} | {summarize([r.test['distortion'] for r in rs])} | "
+                    f"{summarize([r.test['neg_elbo'] for r in rs])} |"
+                )
+    lines += ["", "| beta | epochs | -ELBO Echo - VAE | Lagrangian Echo - VAE |", "|---|---|---|---|"]
+    for b in sorted({b for _, b in keys}):
+        for source in (standard, longer):
+            e, v = source.get((dataset, "echo", b), {}), source.get((dataset, "vae", b), {})
+            a, c = paired_by_seed(e, v, lambda r: r.test["neg_elbo"])
+            if not a:
+                continue
+            lag = paired_interval(*paired_by_seed(e, v, lambda r: r.test["distortion"] + r.beta * r.test["rate"]))
+            lines.append(f"| {b:g} | {next(iter(e.values())).num_epochs} | {paired_interval(a, c)} | {lag} |")
+    return lines + [""]
+
+
+def plot_rate_distortion_why(index, dataset: str, path: str, split: str = "test") -> None:
+    """The rate-distortion plane with what explains the comparison: Echo's floor as a vertical line and, on
+    the test split, the VAE's recorded models redrawn at their estimated I(X;Z)."""
+    plot_rate_distortion(index, dataset, path, split=split, extra=lambda ax: _draw_why(ax, index, dataset, split))
+
+
+def _draw_why(ax, index, dataset: str, split: str) -> None:
+    floors = {r.rate_floor for (d, v, _), by in index.items() if d == dataset and v == "echo" for r in by.values()}
+    for floor in sorted(f for f in floors if f is not None):
+        ax.axvline(floor, color="tab:red", ls=":", lw=1, label=f"Echo's floor D(-log c) = {floor:.2f} nats")
+    if split != "test":
+        return
+    for (name, _), marker in zip(MI_ESTIMATES, ("v", "^")):
+        points = sorted(
+            (r.diagnostics["mutual_information"][name], r.test["distortion"])
+            for (d, v, _), by in index.items()
+            if d == dataset and v == "vae"
+            for r in by.values()
+            if "mutual_information" in r.diagnostics
+        )
+        if points:
+            label = "vae at its I(X;Z) upper bound" if name == "upper_bound" else "vae at its held-out I(X;Z)"
+            ax.plot(*zip(*points), marker, ms=5, color="tab:green", alpha=0.7, label=f"{label} (one run a point)")
+
+
+def plot_learning_curves_by_beta(index, dataset: str, path: str) -> None:
+    """Test -ELBO against epoch, one panel per beta, per method: seed mean and its min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    betas = sorted({b for (d, v, b) in index if d == dataset and v in ("echo", "vae")})
+    columns = min(3, len(betas))
+    rows = -(-len(betas) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for ax, beta in zip(axes.flat, betas):
+        for variant in ("echo", "vae"):
+            runs = list(index.get((dataset, variant, beta), {}).values())
+            if not runs:
+                continue
+            epochs = sorted(set.intersection(*[{e for e, _ in r.curve} for r in runs]))
+            values = np.array([[dict(r.curve)[e] for e in epochs] for r in runs])
+            ax.plot(epochs, values.mean(0), "o-", ms=2, label=f"{variant} (n = {len(runs)})")
+            ax.fill_between(epochs, values.min(0), values.max(0), alpha=0.25)
+        ax.set_title(f"beta = {beta:g}", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("test -ELBO (nats)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(betas) :]:
+        ax.axis("off")
+    fig.suptitle(f"{dataset}: test -ELBO against epoch (band: min-max over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def zoo_results(results: Sequence[Result], dataset: str) -> list[Result]:
+    """The runs that kept their parameters (the model zoo) on `dataset`, echo before vae, by beta."""
+    kept = [r for r in results if r.dataset == dataset and os.path.isfile(os.path.join(r.directory, "params.json"))]
+    return sorted(kept, key=lambda r: (r.variant, r.beta, r.seed))
+
+
+def plot_zoo(zoo: Sequence[Result], path: str) -> None:
+    """One row per zoo model: its committed reconstructions.png (test images above their reconstructions)
+    beside its samples.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig, axes = plt.subplots(len(zoo), 2, figsize=(11, 1.9 * len(zoo)), squeeze=False)
+    for (left, right), r in zip(axes, zoo):
+        for ax, name in ((left, "reconstructions.png"), (right, "samples.png")):
+            ax.imshow(np.asarray(Image.open(os.path.join(r.directory, name))), cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        left.set_ylabel(f"{r.variant}\nbeta {r.beta:g}", fontsize=9)
+    axes[0][0].set_title("test images (rows 1, 3) and their reconstructions (rows 2, 4)", fontsize=9)
+    axes[0][1].set_title("samples (echo: through the aggregate posterior; vae: from N(0, I))", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_rates_per_dim(results: Sequence[Result], path: str) -> None:
+    """Sorted rate per latent dimension of every run that recorded it, one panel per method, one line per
+    beta (seeds as thin lines); Echo's per-dimension floor as a dotted line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = [v for v in ("echo", "vae") if any(r.variant == v for r in results)]
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 3.5), squeeze=False)
+    betas = sorted({r.beta for r in results})
+    colors = dict(zip(betas, plt.cm.viridis(np.linspace(0, 0.9, len(betas)))))
+    for ax, variant in zip(axes[0], variants):
+        labelled = set()
+        for r in sorted((r for r in results if r.variant == variant), key=lambda r: r.beta):
+            rates = np.sort(r.diagnostics["rate_per_dim"])[::-1]
+            label = f"beta {r.beta:g}" if r.beta not in labelled else None
+            labelled.add(r.beta)
+            ax.plot(np.arange(1, len(rates) + 1), rates, "-", color=colors[r.beta], lw=1.2, label=label)
+            if variant == "echo":
+                floor = r.diagnostics["rate_floor_per_dim"]
+        if variant == "echo":
+            ax.axhline(floor, color="tab:red", ls=":", lw=1, label=f"floor -log c = {floor:.3f}")
+        ax.set_yscale("log")
+        ax.set_xlabel("latent dimension (sorted by rate)")
+        ax.set_ylabel("rate (nats)")
+        ax.set_title(f"{variant}: test rate per dimension (one line a run)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # ----------------------------------------------------------------------------------------------- report
 
 
@@ -381,12 +765,23 @@ def write_reproduction(
       figures_dir: where the PNG figures go (linked relative to out_path).
       command: the command that regenerates the report (printed in it).
     """
-    results = load_finished(runs, done)
+    every = load_finished(runs, done)
+    # The campaign's standard schedule is its most common length; runs trained longer (group E2) are
+    # reported beside it and never mixed into its curves.
+    lengths = [r.config.num_epochs for r in runs if r.config.dataset not in DSPRITES] or [0]
+    standard_epochs = max(set(lengths), key=lengths.count)
+    results = [r for r in every if r.dataset in DSPRITES or r.num_epochs == standard_epochs]
+    longer = _index([r for r in every if r.dataset not in DSPRITES and r.num_epochs != standard_epochs])
     index = _index(results)
     os.makedirs(figures_dir, exist_ok=True)
     rel = lambda p: os.path.relpath(p, os.path.dirname(os.path.abspath(out_path)))
     pending = lambda d: sum(
-        1 for r in runs if r.key not in done and r.config.dataset == d and r.variant in ("echo", "vae")
+        1
+        for r in runs
+        if r.key not in done
+        and r.config.dataset == d
+        and r.variant in ("echo", "vae")
+        and r.config.num_epochs == standard_epochs
     )
     verdicts = [dominance_verdict(index, d, results, pending(d)) for d in RD_DATASETS]
     verdicts += [flow_verdict(index, results)] + disentanglement_verdicts(index, results)
@@ -395,15 +790,15 @@ def write_reproduction(
         f"# Reproduction: campaign `{campaign.name}`",
         "",
         f"Generated by `{command}` from the runs committed under `results/{campaign.name}/`: "
-        f"{len(results)} of {len(runs)} runs finished. Every number is a test-set figure in nats (mean ± "
-        "sample standard deviation over seeds); seeds vary the models' initialisation and noise, and all "
-        "runs share one data order, so Echo and the VAE of a seed are compared on the same batches "
+        f"{len(every)} of {len(runs)} runs finished. Every number is a test-set figure in nats (mean ± "
+        "sample standard deviation over seeds) unless it says otherwise; seeds vary the models' initialisation and "
+        "noise, and all runs share one data order, so Echo and the VAE of a seed are compared on the same batches "
         "(paired differences, 95% t-intervals).",
         "",
     ]
     if campaign.get("schedule"):
         md += [f"**Schedule.** {campaign.schedule}", ""]
-    commits = sorted({r.commit or "unknown" for r in results})
+    commits = sorted({r.commit or "unknown" for r in every})
     if commits:
         md += [f"**Code.** Trained at commit(s) {', '.join(f'`{c}`' for c in commits)}.", ""]
     md += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
@@ -416,14 +811,25 @@ def write_reproduction(
         md += [f"## {dataset}", "", f"Budget: {budget(rows)}.", ""]
         if len({r.beta for r in rows if r.variant in ("echo", "vae")}) >= 2:
             path = os.path.join(figures_dir, f"{campaign.name}_{dataset}_rate_distortion.png")
-            plot_rate_distortion(index, dataset, path)
+            plot_rate_distortion_why(index, dataset, path)
             md += [f"![rate-distortion, {dataset}]({rel(path)})", ""]
         md += _rd_table(index, dataset)
         md += _paired_table(index, dataset)
-        if index.get((dataset, "echo", 1.0)) and index.get((dataset, "vae", 1.0)):
+        why = _why_table(index, dataset) + _floor_table(index, dataset) + _information_table(index, dataset)
+        generalisation = _generalisation_table(index, dataset)
+        if why or generalisation:
+            md += [f"### Why the comparison comes out as it does ({dataset})", ""] + why + generalisation
+        trained_rows = [r for r in rows if r.train and r.variant in ("echo", "vae")]
+        if len({r.beta for r in trained_rows}) >= 2:
+            path = os.path.join(figures_dir, f"{campaign.name}_{dataset}_rate_distortion_train.png")
+            plot_rate_distortion_why(index, dataset, path, split="train")
+            md += [f"![training-split rate-distortion, {dataset}]({rel(path)})", ""]
+        if any(index.get((dataset, v, b)) for v in ("echo", "vae") for b in {r.beta for r in rows}):
             path = os.path.join(figures_dir, f"{campaign.name}_{dataset}_learning_curves.png")
-            plot_learning_curves(index, dataset, path)
+            plot_learning_curves_by_beta(index, dataset, path)
             md += [f"![learning curves, {dataset}]({rel(path)})", ""]
+        md += _longer_training_section(index, longer, dataset)
+        md += _zoo_section(campaign, results, dataset, figures_dir, rel)
 
     md += _beta_one_table(index)
     md += _disentanglement_table(index)
@@ -438,6 +844,31 @@ def write_reproduction(
     md += campaign_lib.status_lines(campaign, runs, done) + ["```", ""]
     write_atomic(out_path, "\n".join(md))
     return verdicts
+
+
+def _zoo_section(campaign, results, dataset: str, figures_dir: str, rel) -> list[str]:
+    zoo = zoo_results(results, dataset)
+    measured = [r for r in results if r.dataset == dataset and "rate_per_dim" in r.diagnostics]
+    if not zoo and not measured:
+        return []
+    lines = [f"### Trained models ({dataset})", ""]
+    if zoo:
+        path = os.path.join(figures_dir, f"{campaign.name}_{dataset}_zoo.png")
+        plot_zoo(zoo, path)
+        folders = ", ".join(f"`{os.path.relpath(r.directory)}`" for r in zoo)
+        lines += [
+            "The campaign keeps these models' parameters (`keep_params`): open one with "
+            "`echo_jax.load_run(folder)` or `python -m experiments.inspect folder`. "
+            f"Folders: {folders}.",
+            "",
+            f"![the model zoo, {dataset}]({rel(path)})",
+            "",
+        ]
+    if measured:
+        path = os.path.join(figures_dir, f"{campaign.name}_{dataset}_rates_per_dim.png")
+        plot_rates_per_dim(measured, path)
+        lines += [f"![rate per dimension, {dataset}]({rel(path)})", ""]
+    return lines
 
 
 def _rd_table(index, dataset: str) -> list[str]:

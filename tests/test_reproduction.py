@@ -196,3 +196,53 @@ def test_written_report_from_result_files(tmp_path):
     assert all(v.status == "not yet measured" for v in verdicts)
     assert (tmp_path / "docs" / "figures" / "tiny_mnist_sample_learning_curves.png").stat().st_size > 1000
     assert "](figures/tiny_mnist_sample_rate_distortion.png)" in text
+
+
+def test_lagrangian_gaps_by_hand():
+    # At beta 2: Echo 95 + 2 * 15 = 125 (+ the seed shifts), VAE 100 + 2 * 10 = 120: Echo - VAE = +5 - 2 + ...
+    index = reproduction._index(curves({2.0: -2.0, 0.5: -1.0}))
+    gaps = reproduction.lagrangian_gaps(index, "binary_mnist")
+    # beta 2, seed s: Echo (95 + n - 2 + 0.1 s) + 2 * 15 against VAE (100 + n) + 2 * 10: +3 + 0.1 s
+    assert gaps[2.0].mean == pytest.approx(3.1) and gaps[2.0].n == 3
+    # beta 0.5: Echo (85 + n - 1 - 0.1 s) + 0.5 * 25 against VAE (80 + n) + 0.5 * 30: +1.5 - 0.1 s
+    assert gaps[0.5].mean == pytest.approx(1.4)
+
+
+def test_the_vae_curve_redrawn_at_its_information_moves_the_comparison():
+    results = curves({2.0: -2.0, 0.5: -1.0})
+    for r in results:
+        if r.variant == "vae":  # its I(X;Z) is 5 nats below its KL rate: the curve shifts left by 5
+            mi = r.test["rate"] - 5
+            info = {"kl_rate": r.test["rate"], "upper_bound": mi, "heldout": mi, "marginal_kl_lower_bound": 5.0}
+            r.diagnostics = {"mutual_information": info, "active_units": 3}
+    index = reproduction._index(results)
+    gaps = reproduction.mi_axis_gaps(index, "binary_mnist", "upper_bound")
+    # The VAE's curve is now (5, 100 + n) - (25, 80 + n): at Echo's rate 15 it is 90 + n, so beta 2's gaps are
+    # 95 + n - 2 + 0.1 s - (90 + n) = 3 + 0.1 s; at rate 25 it is 80 + n: beta 0.5's are 4 - 0.1 s.
+    assert gaps[2.0].mean == pytest.approx(3.1) and gaps[0.5].mean == pytest.approx(3.9)
+    table = "\n".join(reproduction._information_table(index, "binary_mnist"))
+    assert "| 2 | 0 | 10.00 | 5.00 | 5.00 |" in table
+
+
+def test_echo_rate_floor_of_a_config():
+    from echo_jax import defaults, noise
+
+    config = defaults.rate_distortion_config(quick=True)
+    assert reproduction._rate_floor(config) == pytest.approx(-32 * math.log(noise.echo_clip(99)))
+    assert reproduction._rate_floor(config) == pytest.approx(5.737, abs=1e-3)
+    config.model.encoder, config.model.marginal = "gaussian", "std_normal"
+    assert reproduction._rate_floor(config) is None
+
+
+def test_explanations_name_the_floor_overfitting_and_unfinished_training():
+    results = curves({2.0: -2.0, 0.5: +3.0})  # Echo worse at beta 0.5
+    for r in results:
+        r.rate_floor = 5.0 if r.variant == "echo" else None
+        if r.variant == "vae" and r.beta == 2.0:
+            r.curve = [(10.0, 100.0), (20.0, 98.0), (30.0, 99.5)]  # best at epoch 20, ends 1.5 above
+        if r.variant == "echo" and r.beta == 2.0:
+            r.curve = [(10.0, 120.0), (20.0, 110.0), (30.0, 109.0)]  # still falling by 1 nat
+    text = reproduction.explanations(reproduction._index(results), "binary_mnist")
+    assert "at beta 0.5 Echo's floor D(-log c) = 5.00 nats is 20.00 ± 0.00% of its rate" in text
+    assert "vae at beta 2 overfits: its test -ELBO ends 1.50 nats above its best (epoch 20)" in text
+    assert "echo at beta 2 is still improving at the end (1.00 nats over its last 10 epochs)" in text
