@@ -186,3 +186,60 @@ def progress(total: int, *, initial: int = 0, desc: str = "", unit: str = "step"
         mininterval=1.0,
         disable=not _progress_enabled(),
     )
+
+
+# ----------------------------------------------------------------------------------------------- log lines
+
+
+def model_label(encoder: str, beta: float, seed: int) -> str:
+    """How log lines name one model of a run: ``echo beta=1 seed=0``."""
+    return f"{encoder} beta={float(beta):g} seed={int(seed)}"
+
+
+def describe_models(encoder: str, runs: Sequence[tuple[float, int]]) -> str:
+    """The models of a run in a few words: ``3 echo models: beta=8 seeds 0,1,2``."""
+    betas = sorted({float(b) for b, _ in runs})
+    seeds = sorted({int(s) for _, s in runs})
+    noun = "model" if len(runs) == 1 else "models"
+    return (
+        f"{len(runs)} {encoder} {noun}: beta={','.join(f'{b:g}' for b in betas)} "
+        f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+    )
+
+
+def train_lines(
+    step: int,
+    total_steps: int,
+    encoder: str,
+    runs: Sequence[tuple[float, int]],
+    values: Mapping[str, Sequence[float]],
+    steps_per_second: float | None,
+) -> list[str]:
+    """One labeled line per model for a training log period, e.g.
+    ``step 500/50000  echo beta=1 seed=0  rate 24.10 distortion 71.20 neg_elbo 95.30 (nats)  12.3 steps/s``.
+
+    Args:
+      step, total_steps: where the run is.
+      encoder: the models' encoder (their method's name in the line).
+      runs: (beta, seed) of each model, in the order of `values`' entries.
+      values: per-name sequences of one value per model (``rate``, ``distortion`` and ``neg_elbo`` are shown,
+        with ``mmd`` and ``tc`` where present).
+      steps_per_second: updates a second over the last period (compilation excluded), or None if not measured.
+    """
+    width = len(str(total_steps))
+    names = [n for n in ("rate", "distortion", "neg_elbo", "mmd", "tc") if n in values]
+    speed = f"  {steps_per_second:.1f} steps/s" if steps_per_second else ""
+    lines = []
+    for m, (beta, seed) in enumerate(runs):
+        terms = " ".join(f"{n} {float(np.asarray(values[n])[m]):.2f}" for n in names)
+        lines.append(f"step {step:>{width}}/{total_steps}  {model_label(encoder, beta, seed)}  {terms} (nats){speed}")
+    return lines
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.4 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
