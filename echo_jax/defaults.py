@@ -118,9 +118,11 @@ def disentanglement_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.log_every_steps = 1000
 
     # Metrics (disentanglement_lib's protocol). representation: sample (the noisy z, as the original) |
-    # mean (f(x) for Echo, the posterior mean for the Gaussian encoder).
+    # mean (f(x) for Echo, the posterior mean for the Gaussian encoder). metrics: a comma-separated list of
+    # mig, factor_vae, dci, sap, modularity, unsupervised (see echo_jax.disentanglement), or all.
     c.representation = "sample"
-    c.mig_points = 10_000
+    c.metrics = ""  # "" -> mig,factor_vae, the original's two (unset keeps the run keys of runs before this field)
+    c.mig_points = 10_000  # codes for MIG, also for dci, sap, modularity, unsupervised (and half as many test codes)
     c.factor_vae_train = 10_000
     c.factor_vae_eval = 5_000
     c.factor_vae_variance_points = 10_000

@@ -7,7 +7,8 @@ Full protocol:
 Quick (3,000 steps, smaller metric samples, CPU):
     python -m experiments.disentanglement --config configs/disentanglement/echo.py:quick --workdir runs/dis_echo_q
 Options: --config.dataset=dsprites_correlated, --config.beta=4 or --config.betas=1,2,4 (a sweep),
---config.model.tc_weight=10 (FactorVAE discriminator), --config.representation=mean.
+--config.model.tc_weight=10 (FactorVAE discriminator), --config.representation=mean,
+--config.metrics=all (also DCI, SAP, modularity/explicitness and the unsupervised scores; default mig,factor_vae).
 """
 
 from echo_jax.defaults import disentanglement_config, variant
