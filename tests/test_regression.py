@@ -110,6 +110,7 @@ def pinned_run(name: str, workdir: str) -> dict:
             factor_vae_train=64,
             factor_vae_eval=32,
             factor_vae_variance_points=64,
+            learning_rate=1e-4,  # 0.1's quick variant (today's quick is an MLP smoke test at 1e-3)
         )
         config.dataset, config.model.network = "dsprites", "dsprites"
         config.num_train_examples, config.num_test_examples = 64, 32

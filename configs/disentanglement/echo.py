@@ -4,7 +4,8 @@ value: --config.model.echo_clip=0.7622 reproduces it), Adam 1e-4, 26 epochs (299
 
 Full protocol:
     python -m experiments.disentanglement --config configs/disentanglement/echo.py --workdir runs/dis_echo
-Quick (3,000 steps, smaller metric samples, CPU):
+Quick, a CPU smoke test, not the protocol (the MLP network, Adam 1e-3, 1,500 steps on 50,000 images,
+smaller metric samples; a few minutes on 2 cores):
     python -m experiments.disentanglement --config configs/disentanglement/echo.py:quick --workdir runs/dis_echo_q
 Options: --config.dataset=dsprites_correlated, --config.beta=4 or --config.betas=1,2,4 (a sweep),
 --config.model.tc_weight=10 (FactorVAE discriminator), --config.representation=mean,

@@ -3,7 +3,8 @@
 
 Full protocol:
     python -m experiments.disentanglement --config configs/disentanglement/vae.py --workdir runs/dis_vae
-Quick (3,000 steps, smaller metric samples, CPU):
+Quick, a CPU smoke test, not the protocol (the MLP network, Adam 1e-3, 1,500 steps on 50,000 images,
+smaller metric samples; a few minutes on 2 cores):
     python -m experiments.disentanglement --config configs/disentanglement/vae.py:quick --workdir runs/dis_vae_q
 Options: --config.dataset=dsprites_correlated, --config.beta=4 or --config.betas=1,2,4 (a sweep),
 --config.model.tc_weight=10 (FactorVAE discriminator), --config.representation=mean,
