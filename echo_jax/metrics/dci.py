@@ -105,7 +105,7 @@ def dci(
 
     Returns:
       {"disentanglement", "completeness", "nrmse_train", "nrmse_test": scalars,
-       "importance_matrix": (D, K)}.
+        "importance_matrix": (D, K)}.
     """
     codes, factors, codes_test, factors_test = _validation.check_train_test(codes, factors, codes_test, factors_test)
     if factors.shape[1] < 2 or codes.shape[1] < 2:

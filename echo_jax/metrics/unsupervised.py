@@ -56,7 +56,7 @@ def unsupervised_scores(codes: Any, *, num_bins: int = 20) -> dict[str, jax.Arra
 
     Returns:
       {"gaussian_total_correlation", "gaussian_wasserstein_correlation",
-       "gaussian_wasserstein_correlation_norm", "mutual_info_score"} as scalars.
+        "gaussian_wasserstein_correlation_norm", "mutual_info_score"} as scalars.
     """
     codes = _validation.check_codes(codes, min_dims=2)
     constant = [j for j in range(codes.shape[1]) if codes[:, j].min() == codes[:, j].max()]
