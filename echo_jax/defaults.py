@@ -198,6 +198,23 @@ def _canonical(value):
     return value
 
 
+# The values of the fields that take one of a few, declared once: validation reads them, and the comments above
+# say what each means. (The datasets and binarizations are echo_jax.data's.)
+CHOICES = {
+    "experiment": ("rate_distortion", "disentanglement"),
+    "data_source": ("files", "tfds"),
+    "model.network": ("conv", "mlp", "dsprites"),
+    "model.encoder": ("echo", "gaussian", "iaf"),
+    "model.marginal": ("none", "std_normal", "maf", "vamp"),
+    "model.echo_activation": ("tanh16", "tanh64", "linear"),
+    "model.echo_order": ("independent", "cyclic"),
+    "lr_schedule": ("linear_decay", "as_coded", "constant"),
+    "sweep_strategy": ("auto", "vmap", "sequential"),
+    "data_loop": ("auto", "host", "device"),
+    "representation": ("sample", "mean"),
+}
+
+
 def variant(arg: str | None) -> bool:
     """Parses a config file's argument (``file.py:quick``): True for quick, False for the full protocol."""
     if arg in (None, "", "full"):

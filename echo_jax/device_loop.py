@@ -31,9 +31,10 @@ import numpy as np
 from absl import logging
 from jax import lax
 
+from echo_jax import defaults
 from echo_jax.data.datasets import ArrayDataset
 
-DATA_LOOPS: Final = ("auto", "host", "device")
+DATA_LOOPS: Final = defaults.CHOICES["data_loop"]
 # Updates per dispatch unless the config says otherwise; a dispatch also ends at every log, checkpoint
 # and epoch boundary, so the log interval (100 steps by default) usually bounds it first.
 DEFAULT_STEPS_PER_CALL: Final = 100

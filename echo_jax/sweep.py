@@ -32,11 +32,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from echo_jax import device_loop
+from echo_jax import defaults, device_loop
 from echo_jax.data.datasets import ArrayDataset
 from echo_jax.networks import cpu_compiler_options
 
-STRATEGIES = ("auto", "vmap", "sequential")
+STRATEGIES = defaults.CHOICES["sweep_strategy"]
 
 
 def betas_of(config: ml_collections.ConfigDict) -> list[float]:

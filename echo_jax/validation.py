@@ -2,7 +2,8 @@
 
 `validate_config` raises `ConfigError` naming the first bad field, its value and the fix. Every field of
 `echo_jax.defaults` with a valid range or set of values is checked here, so a run never starts with a
-value that would fail later (or, worse, run and mean nothing).
+value that would fail later (or, worse, run and mean nothing). The sets of values are defaults.py's
+(`defaults.CHOICES`), and so are the model's fields; `echo_jax.train.train_and_evaluate` validates once per run.
 """
 
 from __future__ import annotations
@@ -12,39 +13,11 @@ from typing import Any
 
 import ml_collections
 
+from echo_jax import defaults
 from echo_jax.errors import ConfigError
 
-EXPERIMENTS = ("rate_distortion", "disentanglement")
-DATA_SOURCES = ("files", "tfds")
-NETWORKS = ("conv", "mlp", "dsprites")
-ENCODERS = ("echo", "gaussian", "iaf")
-MARGINALS = ("none", "std_normal", "maf", "vamp")
-ECHO_ACTIVATIONS = ("tanh16", "tanh64", "linear")
-ECHO_ORDERS = ("independent", "cyclic")
-LR_SCHEDULES = ("linear_decay", "as_coded", "constant")
-SWEEP_STRATEGIES = ("auto", "vmap", "sequential")
-DATA_LOOPS = ("auto", "host", "device")
-REPRESENTATIONS = ("sample", "mean")
 DSPRITES = ("dsprites", "dsprites_correlated")
-_MODEL_FIELDS = (
-    "network",
-    "mlp_hidden",
-    "latent_dim",
-    "encoder",
-    "marginal",
-    "echo_activation",
-    "echo_fx_bound",
-    "echo_clip",
-    "echo_order",
-    "flow_steps",
-    "flow_hidden",
-    "flow_affine",
-    "vamp_components",
-    "vamp_as_coded",
-    "mmd_weight",
-    "mmd_bandwidth",
-    "tc_weight",
-)
+_MODEL_FIELDS = tuple(defaults.rate_distortion_config().model.keys())
 # The networks built for one image size: the paper's conv trunk for 28x28, disentanglement_lib's for 64x64.
 NETWORK_IMAGE_SIZE = {"conv": 28, "dsprites": 64}
 
@@ -55,8 +28,8 @@ def image_size(dataset: str) -> int:
 
 def check_encoder_marginal(encoder: str, marginal: str) -> None:
     """Raises ConfigError for an unknown or inconsistent encoder/marginal pair."""
-    _choice("model.encoder", encoder, ENCODERS)
-    _choice("model.marginal", marginal, MARGINALS)
+    _choice("model.encoder", encoder)
+    _choice("model.marginal", marginal)
     if (encoder == "echo") != (marginal == "none"):
         raise ConfigError(
             f"config.model.encoder = {encoder!r} with config.model.marginal = {marginal!r}: Echo's rate is exact "
@@ -73,9 +46,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from echo_jax import data, sweep  # the dataset names and betas parsing (imports jax)
 
     get = config.get
-    _choice("experiment", get("experiment"), EXPERIMENTS)
+    _choice("experiment", get("experiment"))
     _choice("dataset", config.dataset, tuple(data.available()))
-    _choice("data_source", get("data_source", "files"), DATA_SOURCES)
+    _choice("data_source", get("data_source", "files"))
     if get("data_source") == "tfds" and config.dataset == "mnist_sample":
         raise ConfigError(
             "config.data_source = 'tfds': mnist_sample ships with echo-jax and has no tfds "
@@ -127,16 +100,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("num_epochs", config.num_epochs, minimum=1)
     _integer("num_train_steps", config.num_train_steps, minimum=0, fix="0 means num_epochs full epochs")
     _number("learning_rate", config.learning_rate, above=0)
-    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    _choice("lr_schedule", config.lr_schedule)
     _number("adam_eps", config.adam_eps, above=0)
 
     _integer("eval_every_epochs", config.eval_every_epochs, minimum=1)
     _integer("iwae_samples", config.iwae_samples, minimum=0, fix="0 skips the IWAE bound")
     _integer("log_every_steps", config.log_every_steps, minimum=1)
     _integer("checkpoint_every_steps", config.checkpoint_every_steps, minimum=0, fix="0 means every epoch")
-    _choice("sweep_strategy", config.sweep_strategy, SWEEP_STRATEGIES)
+    _choice("sweep_strategy", config.sweep_strategy)
     _integer("models_per_program", config.models_per_program, minimum=0, fix="0 fits as many as memory allows")
-    _choice("data_loop", get("data_loop", "auto"), DATA_LOOPS)
+    _choice("data_loop", get("data_loop", "auto"))
     _integer("steps_per_call", get("steps_per_call", 100), minimum=1)
     if not isinstance(get("tensorboard", False), bool):
         raise ConfigError(f"config.tensorboard = {config.tensorboard!r}: must be True or False")
@@ -151,14 +124,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"config.dataset = {config.dataset!r}: the disentanglement metrics need dSprites' "
                 "factors; use dsprites or dsprites_correlated"
             )
-        _choice("representation", config.representation, REPRESENTATIONS)
+        _choice("representation", config.representation)
         for name in ("mig_points", "factor_vae_train", "factor_vae_eval", "factor_vae_variance_points"):
             _integer(name, get(name), minimum=1)
 
 
 def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
     """The fields of ``config.model`` (what `echo_jax.model.Autoencoder` takes)."""
-    _choice("model.network", model.network, NETWORKS)
+    _choice("model.network", model.network)
     needed = NETWORK_IMAGE_SIZE.get(model.network)
     if needed and needed != image_size(dataset):
         raise ConfigError(
@@ -169,7 +142,7 @@ def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
     _sizes("model.mlp_hidden", model.mlp_hidden)
     _integer("model.latent_dim", model.latent_dim, minimum=1)
     check_encoder_marginal(model.encoder, model.marginal)
-    _choice("model.echo_activation", model.echo_activation, ECHO_ACTIVATIONS)
+    _choice("model.echo_activation", model.echo_activation)
     _number("model.echo_fx_bound", model.echo_fx_bound, above=0)
     clip = model.echo_clip
     if clip is not None and not (_finite(clip) and 0 < clip < 1):
@@ -177,7 +150,7 @@ def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
             f"config.model.echo_clip = {clip!r}: the noise scale's bound must lie in (0, 1); leave "
             "it unset to solve it from the batch size"
         )
-    _choice("model.echo_order", model.echo_order, ECHO_ORDERS)
+    _choice("model.echo_order", model.echo_order)
     _integer("model.flow_steps", model.flow_steps, minimum=1)
     _sizes("model.flow_hidden", model.flow_hidden)
     _integer("model.vamp_components", model.vamp_components, minimum=1)
@@ -193,7 +166,9 @@ def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:
         )
 
 
-def _choice(name: str, value: Any, choices: tuple) -> None:
+def _choice(name: str, value: Any, choices: tuple | None = None) -> None:
+    """`value` must be one of `choices`, by default the field's declared ones (`defaults.CHOICES`)."""
+    choices = defaults.CHOICES[name] if choices is None else choices
     if value not in choices:
         raise ConfigError(f"config.{name} = {value!r} is not one of the choices; use one of {', '.join(choices)}")
 

@@ -11,6 +11,9 @@ import sys
 
 import pytest
 
+from echo_jax import defaults, validation
+from echo_jax.errors import ConfigError
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RD = ["-m", "experiments.rate_distortion", "--config", "configs/rate_distortion/echo.py:quick"]
 VAE = ["-m", "experiments.rate_distortion", "--config", "configs/rate_distortion/vae.py:quick"]
@@ -122,8 +125,23 @@ def outcomes(tmp_path_factory):
     return {name: f.result() for name, f in futures.items()}
 
 
-def test_there_are_at_least_forty_cases():
-    assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+@pytest.mark.parametrize("field", sorted(defaults.CHOICES))
+def test_every_field_with_declared_choices_refuses_another_value_naming_them(field):
+    # In process, from the declarations themselves: a field given choices is checked against exactly those.
+    config = defaults.disentanglement_config() if field == "representation" else defaults.rate_distortion_config()
+    group, _, name = field.rpartition(".")
+    (config[group] if group else config)[name] = "bogus"
+    with pytest.raises(ConfigError) as refused:
+        validation.validate_config(config)
+    assert str(refused.value) == (
+        f"config.{field} = 'bogus' is not one of the choices; use one of {', '.join(defaults.CHOICES[field])}"
+    )
+    for value in defaults.CHOICES[field]:  # and every declared value is accepted (as far as this field goes)
+        (config[group] if group else config)[name] = value
+        try:
+            validation.validate_config(config)
+        except ConfigError as e:
+            assert f"config.{field} = {value!r} is not one of" not in str(e)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
