@@ -12,7 +12,7 @@ group A alone (30 models) is about 8 days. On an accelerator, not measured yet: 
 variant's betas and seeds into one vmapped program (`--layout per_variant`, the default there).
 """
 
-from echo_jax.defaults import paper_campaign
+from echo_jax.paper import paper_campaign
 
 
 def get_config():

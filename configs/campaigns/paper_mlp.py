@@ -13,7 +13,7 @@ E2 (beta 2 and 4) trains 200 epochs, lr constant for 100 then linearly to 0. See
 beta 0.25, 1 and 4 keep their parameters (`keep_params`): the model zoo, opened with `echo_jax.load_run`.
 """
 
-from echo_jax.defaults import paper_campaign
+from echo_jax.paper import paper_campaign
 
 
 def get_config():

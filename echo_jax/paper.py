@@ -1,0 +1,117 @@
+"""The paper's claims as a campaign: data above the campaign machinery (`echo_jax.campaign`).
+
+``configs/campaigns/paper_mlp.py`` and ``paper_conv.py`` call `paper_campaign` with their schedules.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from echo_jax.campaign import group
+from echo_jax.defaults import RATE_DISTORTION_CONFIGS
+
+
+def paper_campaign(
+    name: str,
+    *,
+    quick: bool,
+    overrides: dict,
+    dsprites_overrides: dict,
+    schedule: str = "",
+    long_overrides: dict | None = None,
+    keep_params: tuple = (),
+):
+    """The paper's claims as a campaign (see `echo_jax.campaign`), in priority order:
+
+    A. binarized MNIST, echo and vae, beta in {1, 0.5, 2, 0.25, 4}, seeds 0-2;
+    E1. binarized MNIST, echo and vae at beta 8, seeds 0-2 (where Echo's rate floor binds);
+    E2. binarized MNIST, echo and vae at beta 2 and 4, seeds 0-2, trained longer (`long_overrides`);
+    C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
+    B. binarized MNIST, beta = 1, all 11 rate-distortion configs, seeds 0-2;
+    C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
+    D. dSprites and correlated dSprites: echo, vae and echo with a TC penalty (tc_weight 10) at beta 1,
+       seeds 0-2, disentanglement metrics at the protocol's sample sizes.
+
+    Args:
+      name: the campaign's name (its results folder).
+      quick: build on the configs' quick (MLP) variants instead of their full protocol.
+      overrides: set on every rate-distortion run (groups A-C).
+      dsprites_overrides: set on every disentanglement run (group D).
+      schedule: the training schedule in words, for the report.
+      long_overrides: set on top of `overrides` for group E2 (a longer schedule).
+      keep_params: which finished runs keep their parameters file in the results folder (the model zoo):
+        dicts of ``variants``, ``dataset``, ``betas`` and ``seeds`` (see `echo_jax.campaign.keeps_params`).
+    """
+
+    arg = ":quick" if quick else ""
+    rd = lambda config: (config, f"rate_distortion/{config}.py{arg}")
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.schedule = schedule
+    c.overrides = {}
+    c.keep_params = tuple(dict(k) for k in keep_params)
+    seeds = (0, 1, 2)
+    mnist = {**overrides, "dataset": "binary_mnist"}
+    c.groups = (
+        group(
+            "A",
+            [rd("echo"), rd("vae")],
+            betas=(1, 0.5, 2, 0.25, 4),
+            seeds=seeds,
+            overrides=mnist,
+            description="binarized MNIST, echo and vae, five betas",
+        ),
+        group(
+            "E1",
+            [rd("echo"), rd("vae")],
+            betas=(8,),
+            seeds=seeds,
+            overrides=mnist,
+            description="binarized MNIST, echo and vae at beta 8 (where Echo's rate floor binds)",
+        ),
+        group(
+            "E2",
+            [rd("echo"), rd("vae")],
+            betas=(2, 4),
+            seeds=seeds,
+            overrides={**mnist, **(long_overrides or {})},
+            description="binarized MNIST, echo and vae at beta 2 and 4, trained longer (has training converged?)",
+        ),
+        group(
+            "C",
+            [
+                (m, f"rate_distortion/{m}.py{arg}", {"dataset": d})
+                for d in ("omniglot", "fashion_mnist")
+                for m in ("echo", "vae")
+            ],
+            betas=(1, 0.5, 2),
+            seeds=seeds,
+            overrides=overrides,
+            description="Omniglot and Fashion-MNIST, echo and vae, three betas",
+        ),
+        group(
+            "B",
+            [rd(m) for m in RATE_DISTORTION_CONFIGS],
+            betas=(1,),
+            seeds=seeds,
+            overrides=mnist,
+            description="binarized MNIST, beta = 1, all rate-distortion configs",
+        ),
+        group(
+            "D",
+            [
+                (m, f"disentanglement/{config}.py{arg}", {"dataset": d, **extra})
+                for d in ("dsprites", "dsprites_correlated")
+                for m, config, extra in (
+                    ("echo", "echo", {}),
+                    ("vae", "vae", {}),
+                    ("echo_tc10", "echo", {"model": {"tc_weight": 10.0}}),
+                )
+            ],
+            betas=(1,),
+            seeds=seeds,
+            overrides=dsprites_overrides,
+            description="dSprites and correlated dSprites at beta = 1, with and without a TC penalty",
+        ),
+    )
+    return c
