@@ -162,8 +162,113 @@ def _unstack(tree, num_models: int) -> list:
     return [_take(tree, m) for m in range(num_models)]
 
 
+# Stand-ins, in a dispatch's arguments, for what each model has of its own; a strategy puts them in.
+_STATE, _BETA, _PARAMS = object(), object(), object()
+
+
+def _own(arg) -> bool:
+    return arg is _STATE or arg is _BETA or arg is _PARAMS
+
+
+class _Sequential:
+    """Models kept apart, the same jitted single-model function issued for each in turn (one device)."""
+
+    data_sharding = None
+
+    def __init__(self, init: Callable, keys: jax.Array, betas: jax.Array):
+        self.num_models = int(betas.shape[0])
+        self.states = _unstack(jax.jit(init)(keys), self.num_models)
+        self.betas = list(betas)
+        self.metrics = [None] * self.num_models
+
+    def vectorize(self, fn: Callable, in_axes: tuple) -> Callable:
+        return fn
+
+    def jit(self, fn: Callable, *, updates: bool) -> Callable:
+        return jax.jit(fn, donate_argnums=0 if updates else (), compiler_options=cpu_compiler_options())
+
+    def _args(self, args: tuple, m: int) -> list:
+        own = {id(_STATE): self.states[m], id(_BETA): self.betas[m], id(_PARAMS): self.states[m].params}
+        return [own[id(a)] if _own(a) else a for a in args]
+
+    def update(self, compiled: Callable, args: tuple) -> None:
+        for m in range(self.num_models):
+            self.states[m], self.metrics[m] = compiled(*self._args(args, m))
+
+    def evaluate(self, compiled: Callable, args: tuple):
+        return _stack([compiled(*self._args(args, m)) for m in range(self.num_models)])
+
+    def lower(self, compiled: Callable, args: tuple):
+        return compiled.lower(*self._args(args, 0))  # one model's dispatch
+
+    def last_metrics(self):
+        return _stack(self.metrics)
+
+    def stacked_states(self):
+        return _stack(self.states)
+
+    def load_states(self, stacked) -> None:
+        self.states = _unstack(jax.tree.map(jnp.asarray, stacked), self.num_models)
+
+
+class _Vmapped:
+    """Models stacked on a leading axis, one vmapped function for all of them, the axis sharded over a 1-D mesh
+    of every device and padded to a multiple of the device count with copies of the last model (whose results
+    are dropped)."""
+
+    def __init__(self, init: Callable, keys: jax.Array, betas: jax.Array):
+        self.num_models = int(betas.shape[0])
+        devices = np.asarray(jax.devices())
+        self.mesh = Mesh(devices, ("models",))
+        self.models = NamedSharding(self.mesh, PartitionSpec("models"))
+        self.data_sharding = NamedSharding(self.mesh, PartitionSpec())
+        self._padded = -(-self.num_models // devices.size) * devices.size
+        self.betas = jax.device_put(self._pad(betas), self.models)
+        self.states = jax.jit(init, out_shardings=self.models)(jax.device_put(self._pad(keys), self.models))
+        self.metrics = None
+
+    def vectorize(self, fn: Callable, in_axes: tuple) -> Callable:
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def jit(self, fn: Callable, *, updates: bool) -> Callable:
+        return jax.jit(
+            fn,
+            out_shardings=(self.models, self.models) if updates else self.models,
+            donate_argnums=0 if updates else (),
+            compiler_options=cpu_compiler_options(),
+        )
+
+    def _args(self, args: tuple) -> list:
+        own = {id(_STATE): self.states, id(_BETA): self.betas, id(_PARAMS): self.states.params}
+        return [own[id(a)] if _own(a) else a for a in args]
+
+    def update(self, compiled: Callable, args: tuple) -> None:
+        self.states, self.metrics = compiled(*self._args(args))
+
+    def evaluate(self, compiled: Callable, args: tuple):
+        return _take(compiled(*self._args(args)), slice(0, self.num_models))
+
+    def lower(self, compiled: Callable, args: tuple):
+        return compiled.lower(*self._args(args))
+
+    def last_metrics(self):
+        return _take(self.metrics, slice(0, self.num_models))
+
+    def stacked_states(self):
+        return _take(self.states, slice(0, self.num_models))
+
+    def load_states(self, stacked) -> None:
+        self.states = jax.device_put(jax.tree.map(lambda x: self._pad(jnp.asarray(x)), stacked), self.models)
+
+    def _pad(self, x: jax.Array) -> jax.Array:
+        return jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
+
+
 class Population:
-    """The stacked training states of N models and the step that advances them all.
+    """The training states of N models and the step that advances them all.
+
+    How the models meet the hardware is the strategy's (see the module docstring); every dispatch is the same
+    single-model function, vmapped or issued model by model, with beta a traced per-model input.
 
     Args:
       train_step: pure ``(state, batch, beta) -> (state, metrics)`` for one model.
@@ -176,77 +281,40 @@ class Population:
     def __init__(self, train_step: Callable, init: Callable, keys: jax.Array, betas: jax.Array, strategy: str = "auto"):
         self.num_models = int(betas.shape[0])
         self.strategy = resolve_strategy(strategy)
-        self._eval_cache: dict[Callable, Callable] = {}
+        self._models = (_Sequential if self.strategy == "sequential" else _Vmapped)(init, keys, betas)
         self._single_step = train_step
+        self._train_step = self._compiled(train_step, (0, None, 0), updates=True)
         self._multi_cache: dict[int, Callable] = {}
-        if self.strategy == "sequential":
-            self._train_step = jax.jit(train_step, donate_argnums=0, compiler_options=cpu_compiler_options())
-            self._betas = list(betas)
-            self._states = _unstack(jax.jit(init)(keys), self.num_models)
-            self._metrics = [None] * self.num_models
-            return
-        devices = np.asarray(jax.devices())
-        self.mesh = Mesh(devices, ("models",))
-        self._models = NamedSharding(self.mesh, PartitionSpec("models"))
-        self._replicated = NamedSharding(self.mesh, PartitionSpec())
-        # Pad the model axis to a multiple of the device count with copies of the last model; their
-        # results are dropped.
-        self._padded = -(-self.num_models // devices.size) * devices.size
-        self._betas = jax.device_put(self._pad(betas), self._models)
-        self._states = jax.jit(init, out_shardings=self._models)(jax.device_put(self._pad(keys), self._models))
-        self._metrics = None
-        self._train_step = jax.jit(
-            jax.vmap(train_step, in_axes=(0, None, 0)),
-            in_shardings=(self._models, self._replicated, self._models),
-            out_shardings=(self._models, self._models),
-            donate_argnums=0,
-            compiler_options=cpu_compiler_options(),
-        )
+        self._eval_cache: dict[Callable, Callable] = {}
+
+    def _compiled(self, fn: Callable, in_axes: tuple, *, updates: bool) -> Callable:
+        models = self._models
+        return models.jit(models.vectorize(fn, in_axes), updates=updates)
 
     def _global(self, batch):
         if jax.process_count() > 1:  # every process holds the same batch
-            return jax.make_array_from_process_local_data(self._replicated, np.asarray(batch))
+            return jax.make_array_from_process_local_data(self._models.data_sharding, np.asarray(batch))
         return batch
 
     def step(self, batch: jax.Array) -> None:
         """One update of every model on the same batch (asynchronous: nothing waits for the result)."""
-        if self.strategy == "sequential":
-            for m in range(self.num_models):
-                self._states[m], self._metrics[m] = self._train_step(self._states[m], batch, self._betas[m])
-        else:
-            self._states, self._metrics = self._train_step(self._states, self._global(batch), self._betas)
+        self._models.update(self._train_step, (_STATE, self._global(batch), _BETA))
 
     def device_data(self, dataset: ArrayDataset, batch_size: int, seed: int) -> device_loop.DeviceData:
         """`dataset` copied to the device(s) for `run_steps`: replicated over the mesh when there is one."""
-        sharding = None if self.strategy == "sequential" else self._replicated
-        return device_loop.device_data(dataset, batch_size, seed, sharding)
+        return device_loop.device_data(dataset, batch_size, seed, self._models.data_sharding)
 
     def run_steps(self, data: device_loop.DeviceData, order: jax.Array, epoch: int, start: int, num_steps: int) -> None:
         """`num_steps` updates of every model in one dispatch (one per model when sequential), on batches
         ``start .. start + num_steps - 1`` of `epoch` cut on the device from `data` in the epoch's `order`
         (`device_loop.epoch_order`); the batches must lie inside the epoch. Asynchronous, as `step`."""
-        multi = self._multi_step(num_steps)
-        if self.strategy == "sequential":
-            for m in range(self.num_models):
-                self._states[m], self._metrics[m] = multi(self._states[m], self._betas[m], data, order, epoch, start)
-        else:
-            self._states, self._metrics = multi(self._states, self._betas, data, order, epoch, start)
+        self._models.update(self._multi_step(num_steps), (_STATE, _BETA, data, order, epoch, start))
 
     def _multi_step(self, num_steps: int) -> Callable:
         if num_steps not in self._multi_cache:
-            if self.strategy == "sequential":
-                multi = device_loop.make_multi_step(self._single_step, num_steps)
-                jitted = jax.jit(multi, donate_argnums=0, compiler_options=cpu_compiler_options())
-            else:
-                step = jax.vmap(self._single_step, in_axes=(0, None, 0))
-                multi = device_loop.make_multi_step(step, num_steps)
-                jitted = jax.jit(
-                    multi,
-                    out_shardings=(self._models, self._models),
-                    donate_argnums=0,
-                    compiler_options=cpu_compiler_options(),
-                )
-            self._multi_cache[num_steps] = jitted
+            # The scan runs the vectorized step, so each update cuts one batch for all models.
+            step = self._models.vectorize(self._single_step, (0, None, 0))
+            self._multi_cache[num_steps] = self._models.jit(device_loop.make_multi_step(step, num_steps), updates=True)
         return self._multi_cache[num_steps]
 
     def dispatch_bytes(self, batch: jax.Array | None = None, *, device_args: tuple | None = None) -> int:
@@ -254,13 +322,11 @@ class Population:
         aliases): of `step` on `batch`, or of `run_steps` with ``device_args = (data, order, epoch, start,
         num_steps)``; with the sequential strategy, one model's dispatch. Once that dispatch has run, its
         executable is reused (nothing compiles again)."""
-        sequential = self.strategy == "sequential"
-        states, betas = (self._states[0], self._betas[0]) if sequential else (self._states, self._betas)
         if device_args is None:
-            lowered = self._train_step.lower(states, batch if sequential else self._global(batch), betas)
+            lowered = self._models.lower(self._train_step, (_STATE, self._global(batch), _BETA))
         else:
             data, order, epoch, start, num_steps = device_args
-            lowered = self._multi_step(num_steps).lower(states, betas, data, order, epoch, start)
+            lowered = self._models.lower(self._multi_step(num_steps), (_STATE, _BETA, data, order, epoch, start))
         analysis = lowered.compile().memory_analysis()
         if analysis is None:
             return 0
@@ -273,47 +339,22 @@ class Population:
 
     def block_until_ready(self) -> None:
         """Waits until every model's last step has finished (for timing)."""
-        jax.block_until_ready(self._states)
+        jax.block_until_ready(self._models.states)
 
     def last_metrics(self) -> dict[str, jax.Array]:
         """The metrics of the last step, with a leading model axis (stacked only when asked for)."""
-        if self.strategy == "sequential":
-            return _stack(self._metrics)
-        return _take(self._metrics, slice(0, self.num_models))
+        return self._models.last_metrics()
 
     def evaluate(self, eval_step: Callable, batch: jax.Array, key: jax.Array) -> dict[str, jax.Array]:
         """``eval_step(params, batch, key, beta)`` for every model, stacked on the model axis."""
-        jitted = self._jitted_eval(eval_step)
-        if self.strategy == "sequential":
-            return _stack([jitted(s.params, batch, key, b) for s, b in zip(self._states, self._betas)])
-        return _take(jitted(self._states.params, self._global(batch), key, self._betas), slice(0, self.num_models))
-
-    def _jitted_eval(self, eval_step: Callable):
-        cache = self._eval_cache
-        if eval_step not in cache:
-            if self.strategy == "sequential":
-                cache[eval_step] = jax.jit(eval_step, compiler_options=cpu_compiler_options())
-            else:
-                cache[eval_step] = jax.jit(
-                    jax.vmap(eval_step, in_axes=(0, None, None, 0)),
-                    out_shardings=self._models,
-                    compiler_options=cpu_compiler_options(),
-                )
-        return cache[eval_step]
+        if eval_step not in self._eval_cache:
+            self._eval_cache[eval_step] = self._compiled(eval_step, (0, None, None, 0), updates=False)
+        return self._models.evaluate(self._eval_cache[eval_step], (_PARAMS, self._global(batch), key, _BETA))
 
     def stacked_states(self) -> Any:
         """All models' states stacked on a leading axis of length `num_models`."""
-        if self.strategy == "sequential":
-            return _stack(self._states)
-        return _take(self._states, slice(0, self.num_models))
+        return self._models.stacked_states()
 
     def load_states(self, stacked) -> None:
         """Replaces the states (e.g. from a checkpoint) with `stacked`, of the layout of `stacked_states`."""
-        if self.strategy == "sequential":
-            self._states = _unstack(jax.tree.map(jnp.asarray, stacked), self.num_models)
-            return
-        self._states = jax.device_put(jax.tree.map(lambda x: self._pad(jnp.asarray(x)), stacked), self._models)
-
-    def _pad(self, x: jax.Array) -> jax.Array:
-        """`x` with its model axis padded to the device multiple by copies of its last entry."""
-        return jnp.concatenate([x, jnp.repeat(x[-1:], self._padded - x.shape[0], axis=0)])
+        self._models.load_states(stacked)

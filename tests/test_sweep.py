@@ -121,7 +121,7 @@ FOUR_DEVICES = textwrap.dedent(
     out = {}
     for name, betas in [("even", [0.5, 1.0, 2.0, 4.0]), ("uneven", [0.5, 2.0, 8.0])]:
         sharded, batch = _population("vmap", betas)
-        assert len(sharded._states.params["head"]["fx"]["kernel"].sharding.device_set) == 4
+        assert len(sharded._models.states.params["head"]["fx"]["kernel"].sharding.device_set) == 4
         single, _ = _population("sequential", betas)
         for step in range(3):
             sharded.step(batch + 0.1 * step)
