@@ -432,9 +432,10 @@ class _PopulationRun:
                 row[name] = evaluator(program.model, model_params, program.test_set)
             extra.append(row)
         seconds = time.perf_counter() - self.start
+        host_params = sweep.to_host(params)  # every process: gathering sharded arrays is collective
         if jax.process_index() == 0:
             for m in range(len(self.runs)):
-                self._write_model(m, jax.tree.map(lambda x, m=m: x[m], params), test[m], train_terms[m])
+                self._write_model(m, jax.tree.map(lambda x, m=m: x[m], host_params), test[m], train_terms[m])
         self.save(step, test=test, extra=extra)
         self._close()
         return self._rows(test, extra, seconds)
@@ -449,7 +450,7 @@ class _PopulationRun:
         directory = os.path.join(self.program.workdir, trained.MODELS_DIR, trained.model_dir_name(beta, seed))
         trained.save_model(
             directory,
-            sweep.to_host(params),
+            jax.device_get(params),  # host arrays (gathered by `finish` on every process)
             config=single,
             image_shape=self.program.train_set.image_shape,
             reference_images=np.asarray(self.program.sample),
