@@ -14,6 +14,12 @@ stay in the programs' scratch work directories.
 All runs of a campaign share one data stream (``data_seed``, default 0): seeds vary the models'
 initialisation and noise, which lets a sweep train them together and pairs Echo with the VAE on the
 same batches.
+
+Provenance: every run's results.json records the commits that trained it (``run.commits``; ``run.commit`` is
+the one that finished it). The runner refuses a work tree with uncommitted changes unless asked
+(``allow_dirty``); a run trained from one keeps the diff beside its results (``code-<hash>.diff``).
+`migrate_keys` renames results folders (and the programs' work directories) whose key an earlier key scheme
+computed.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
-import socket
 import tempfile
 import time
 from collections import defaultdict
@@ -34,9 +40,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
-from echo_jax import disentanglement, sweep, train, trained
-from echo_jax.errors import ConfigError
-from echo_jax.identity import code_commit, run_key, single_run_config
+from echo_jax import disentanglement, identity, sweep, train, trained
+from echo_jax import workdir as workdir_lib
+from echo_jax.errors import ConfigError, UserError
+from echo_jax.files import write_atomic
+from echo_jax.identity import run_key, single_run_config
 
 LAYOUTS = ("auto", "per_beta", "per_variant")
 
@@ -127,9 +135,13 @@ class Program:
 
     @property
     def key(self) -> str:
-        return (
-            run_key(self.config) + "-" + hashlib.sha256(json.dumps([r.key for r in self.runs]).encode()).hexdigest()[:6]
-        )
+        return program_key(self.config)
+
+
+def program_key(config: ml_collections.ConfigDict) -> str:
+    """A program's work directory name: the run key of its config and a hash of its models' run keys."""
+    keys = [run_key(single_run_config(config, b, s)) for b, s in sweep.runs_of(config)]
+    return run_key(config) + "-" + hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:6]
 
 
 def config_root(campaign_path: str) -> str:
@@ -291,7 +303,118 @@ def status_lines(campaign: ml_collections.ConfigDict, runs: Sequence[Run], done:
     return lines
 
 
+# ----------------------------------------------------------------------------------------------- keys
+
+_RUN_FOLDER = re.compile(r"^(?P<prefix>beta[^_/]+_seed\d+)_(?P<key>[0-9a-f]{10})$")
+_PROGRAM_FOLDER = re.compile(r"^[0-9a-f]{10}-[0-9a-f]{6}$")
+
+
+def migrate_keys(results_dir: str, programs_dir: str | None = None, log: Callable[[str], None] = print) -> int:
+    """Renames every run folder under `results_dir` whose key is not the one `identity.run_key` gives its
+    config.json (a key of an earlier key scheme), and sets the key recorded inside it (results.json's
+    ``run.key``, the parameters sidecar's ``key``) to the same; with `programs_dir` (the campaign's folder of
+    program work directories, ``<--workdir>/<campaign>``), renames those too, so that half-done programs
+    resume, leaving any a runner holds.
+
+    Idempotent, and safe to run at any time on folders of any earlier scheme: keys are computed from each
+    folder's config.json; a folder whose key is right is left as it is, and a folder whose new name is taken
+    is left and reported. Files are updated before the rename, so an interrupted migration finishes when run
+    again.
+
+    Returns:
+      How many folders were renamed.
+    """
+    renamed = 0
+    for path in sorted(glob.glob(os.path.join(results_dir, "**", "results.json"), recursive=True)):
+        directory = os.path.dirname(path)
+        match = _RUN_FOLDER.match(os.path.basename(directory))
+        config_path = os.path.join(directory, "config.json")
+        if match is None or not os.path.isfile(config_path):
+            continue
+        with open(config_path) as f:
+            key = run_key(json.load(f))
+        _set_json_key(path, ("run", "key"), key)
+        sidecar = os.path.join(directory, trained.SIDECAR_FILE)
+        if os.path.isfile(sidecar):
+            _set_json_key(sidecar, ("key",), key)
+        if match["key"] == key:
+            continue
+        target = os.path.join(os.path.dirname(directory), f"{match['prefix']}_{key}")
+        if os.path.exists(target):
+            log(f"not renamed: {directory} -> {target} exists (two folders of one run; keep one of them)")
+            continue
+        os.rename(directory, target)
+        renamed += 1
+        log(f"renamed {directory} -> {os.path.basename(target)}")
+    for config_path in sorted(glob.glob(os.path.join(programs_dir, "*", "config.json"))) if programs_dir else ():
+        directory = os.path.dirname(config_path)
+        if not _PROGRAM_FOLDER.match(os.path.basename(directory)):
+            continue
+        with open(config_path) as f:
+            key = program_key(ml_collections.ConfigDict(json.load(f)))
+        if os.path.basename(directory) == key:
+            continue
+        target = os.path.join(os.path.dirname(directory), key)
+        busy = f"not renamed: {directory} is in use by a runner; migrate again once it has stopped"
+        if _held_by_old_runner(directory):  # before taking the lock, which writes this process into the file
+            log(busy)
+            continue
+        try:
+            held = workdir_lib.lock(directory)
+        except workdir_lib.WorkdirBusy:
+            log(busy)
+            continue
+        with held:
+            if os.path.exists(target):
+                log(f"not renamed: {directory} -> {target} exists")
+                continue
+            os.rename(directory, target)
+        renamed += 1
+        log(f"renamed {directory} -> {key}")
+    return renamed
+
+
+def _set_json_key(path: str, where: tuple[str, ...], key: str) -> None:
+    """Sets the key at `where` in the JSON file at `path` (written as ``json.dumps(..., indent=2)`` and a newline,
+    as the runner writes it), if it is not already `key`."""
+    with open(path) as f:
+        content = json.load(f)
+    node = content
+    for name in where[:-1]:
+        node = node.get(name)
+        if not isinstance(node, dict):
+            return
+    if node.get(where[-1]) != key:
+        node[where[-1]] = key
+        write_atomic(path, json.dumps(content, indent=2) + "\n")
+
+
+def _held_by_old_runner(directory: str) -> bool:
+    """Whether a runner of echo-jax before OS locks holds `directory`: its ``lock`` file names a live process of
+    this host (such a runner created the file and removed it when done)."""
+    import socket
+
+    try:
+        with open(os.path.join(directory, workdir_lib.LOCK_FILE)) as f:
+            host, _, pid = f.read().strip().partition(" ")
+    except OSError:
+        return False
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # ----------------------------------------------------------------------------------------------- run
+
+
+class DirtyTreeError(UserError):
+    """The code has uncommitted changes and the runner was not told to train from them."""
 
 
 def run_campaign(
@@ -303,6 +426,7 @@ def run_campaign(
     groups: Iterable[str] | None = None,
     max_minutes: float | None = None,
     layout: str = "auto",
+    allow_dirty: bool = False,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
@@ -317,11 +441,16 @@ def run_campaign(
       max_minutes: time budget. Training stops (after a checkpoint) at 90% of it, leaving the rest for a
         final evaluation already under way and for writing files; no program starts in the last 10%.
       layout: how runs are packed into programs (see `programs`).
+      allow_dirty: train even though the code has uncommitted changes; each run trained so keeps the diff.
       log: where progress lines go.
       clock: seconds, for the time budget.
 
     Returns:
       True when every run asked for is finished.
+
+    Raises:
+      DirtyTreeError: the code has uncommitted changes and `allow_dirty` is False (before anything is trained).
+      train.RunInterrupted: SIGINT or SIGTERM stopped a program (after its checkpoint).
     """
     start = clock()
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
@@ -329,96 +458,85 @@ def run_campaign(
     done = finished_runs(results_dir)
     missing = [r for r in runs if not is_done(r, done)]
     todo = programs(missing, layout)
+    commit = identity.code_commit()
+    dirty = commit is not None and commit.endswith("+dirty")
+    if todo and dirty and not allow_dirty:
+        raise DirtyTreeError(
+            f"the code has uncommitted changes (commit {commit}): a campaign's runs record the commit that trained "
+            "them; commit the changes, or pass --allow-dirty to train anyway (each run then keeps the diff)"
+        )
+    diff = identity.code_diff() if dirty and todo else ""
     log(
         f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
         f"{len(missing)} to train in {len(todo)} program(s)"
     )
-    commit = code_commit()
     for program in todo:
         if deadline is not None and clock() >= deadline:
             log("time budget spent: stopping before the next program")
             break
         workdir = os.path.join(work_dir, campaign.name, program.key)
-        if not take_lock(workdir):
+        try:
+            held = workdir_lib.lock(workdir)
+        except workdir_lib.WorkdirBusy:
             log(f"program {program.key} is being trained by another runner; skipping it")
             continue
-        finished = finished_runs(results_dir)  # read once: another runner may have finished this program
-        if all(is_done(r, finished) for r in program.runs):
-            release_lock(workdir)
-            continue
-        log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
-        stop = None if deadline is None else (lambda: clock() >= deadline)
-        try:
-            results = train.train_and_evaluate(
-                program.config, workdir, should_stop=stop, evaluators=disentanglement.evaluators(program.config)
-            )
-        except train.RunInterrupted as e:
-            log(f"time budget spent: {e}")
-            break
-        finally:
-            release_lock(workdir)
-        for m, run in enumerate(program.runs):
-            write_run(results_dir, run, program, workdir, results["results"][m], commit)
-            log(f"finished {run.describe()}: {_summary(results['results'][m]['test'])} -> {run.path}")
+        with held:
+            finished = finished_runs(results_dir)  # read again: another runner may have finished this program
+            if all(is_done(r, finished) for r in program.runs):
+                continue
+            log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
+            if dirty:
+                keep_diff(workdir, commit, diff)
+            stop = None if deadline is None else (lambda: clock() >= deadline)
+            try:
+                results = train.train_and_evaluate(
+                    program.config, workdir, should_stop=stop, evaluators=disentanglement.evaluators(program.config)
+                )
+            except train.RunInterrupted as e:
+                if e.exit_status > 128:  # a signal, not the time budget: the caller says so and stops
+                    raise
+                log(f"time budget spent: {e}")
+                break
+            for m, run in enumerate(program.runs):
+                write_run(results_dir, run, program, workdir, results["results"][m], results.get("provenance"))
+                log(f"finished {run.describe()}: {_summary(results['results'][m]['test'])} -> {run.path}")
     done = finished_runs(results_dir)
     for line in status_lines(campaign, runs, done):
         log(line)
     return all(is_done(r, done) for r in runs)
 
 
-def take_lock(workdir: str) -> bool:
-    """Claims a program for this process, so that several runners can share a campaign (one a core, say).
-
-    The lock file names the owner's host and process id; a lock whose process has ended is taken over.
-    """
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "lock")
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            with open(path) as f:
-                host, _, pid = f.read().strip().partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                os.remove(path)  # left by a runner that was killed
-                continue
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return True
-    return False
+def keep_diff(workdir: str, commit: str, diff: str) -> None:
+    """Keeps uncommitted changes (`diff`, on top of the dirty `commit`) in `workdir` as ``code-<hash>.diff``, one
+    file per distinct diff (a program resumed from other changes keeps both); `write_run` copies them."""
+    name = f"code-{hashlib.sha256(diff.encode()).hexdigest()[:8]}.diff"
+    if not os.path.exists(os.path.join(workdir, name)):
+        write_atomic(os.path.join(workdir, name), f"# uncommitted changes on top of {commit[: -len('+dirty')]}\n{diff}")
 
 
-def release_lock(workdir: str) -> None:
-    path = os.path.join(workdir, "lock")
-    if os.path.exists(path):
-        os.remove(path)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: dict, commit: str | None) -> None:
+def write_run(
+    results_dir: str, run: Run, program: Program, workdir: str, row: dict, provenance: dict | None = None
+) -> None:
     """Writes one finished run's directory in one rename: config.json, metrics.jsonl, results.json, the model's
-    pictures and, when the run keeps them, its parameters file and sidecar."""
+    pictures, the diffs of uncommitted changes it was trained from and, when the run keeps them, its parameters
+    file and sidecar.
+
+    Args:
+      provenance: the program's (its results.json's): ``commits``, every commit that trained it, in order.
+    """
     target = os.path.join(results_dir, run.path)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     index = program.runs.index(run)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=".tmp-")
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a results folder is shared
     model_dir = os.path.join(workdir, trained.MODELS_DIR, trained.model_dir_name(run.beta, run.seed))
+    commits = (provenance or {}).get("commits") or [None]
     try:
         for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else ():
             if name.endswith(".png") or (run.keep_params and name in (trained.PARAMS_FILE, trained.SIDECAR_FILE)):
                 shutil.copyfile(os.path.join(model_dir, name), os.path.join(tmp, name))
+        for path in sorted(glob.glob(os.path.join(workdir, "code-*.diff"))):
+            shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))
         with open(os.path.join(tmp, "config.json"), "w") as f:
             f.write(json.dumps(json.loads(run.config.to_json_best_effort()), indent=2, sort_keys=True) + "\n")
         with open(os.path.join(tmp, "metrics.jsonl"), "w") as f:
@@ -431,7 +549,8 @@ def write_run(results_dir: str, run: Run, program: Program, workdir: str, row: d
                 "key": run.key,
                 "variant": run.variant,
                 "groups": run.groups,
-                "commit": commit,
+                "commit": commits[-1],
+                "commits": commits,
                 "program": {
                     "betas": sweep.betas_of(program.config),
                     "seed": program.config.seed,

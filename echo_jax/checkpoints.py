@@ -10,8 +10,9 @@ A save is written under ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`
 crash mid-save leaves only a temporary directory, which is never read and is removed the next time a
 `Checkpointer` opens the directory.
 
-`read_msgpack_checkpoint` reads the single-file checkpoints (``checkpoint*.msgpack``) that echo-jax 0.1
-wrote, so work directories of that version still resume.
+`convert_msgpack_checkpoint` turns a single-file checkpoint (``checkpoint*.msgpack``) that echo-jax 0.1 wrote
+into an orbax checkpoint of the same step, once, so work directories of that version still resume (the run
+reads orbax checkpoints only).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from flax import serialization
 from echo_jax.errors import WorkdirError
 from echo_jax.files import dumps_strict
 
-__all__ = ["Checkpointer", "read_msgpack_checkpoint"]
+__all__ = ["Checkpointer", "convert_msgpack_checkpoint", "read_msgpack_checkpoint"]
 
 _STATE, _META = "state", "meta"
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))  # .../site-packages/orbax
@@ -138,18 +139,20 @@ class Checkpointer:
         steps = self._steps()
         return steps[-1] if steps else None
 
-    def save(self, step: int, state, meta: dict) -> None:
+    def save(self, step: int, state, meta: dict, *, replace: bool = False) -> None:
         """Writes `state` and `meta` as the checkpoint of `step`; returns once it is complete on disk.
 
         A crash mid-save leaves the previous checkpoints as they were. After the save only the newest
         ``max_to_keep`` steps remain. Every process of a multi-process run must call this alike.
 
         Args:
-          step: the training step, later than every step already saved.
+          step: the training step, later than every step already saved (or, with `replace`, the latest).
           state: a pytree (dicts, flax.struct dataclasses, optax states ...) of numpy or jax arrays;
             jax arrays may be sharded across processes.
           meta: a dict that JSON represents exactly (string keys; str, int, float, bool, None, lists and
             dicts; no NaN or infinities, no tuples).
+          replace: when `step` is the latest step, write it again (a run stopped in its final evaluation
+            saved its last step without results); a crash mid-save then leaves the steps before it.
 
         Raises:
           TypeError, ValueError: for a step, state or meta that cannot be saved as asked, before anything
@@ -158,6 +161,11 @@ class Checkpointer:
         self._check_open()
         step = _check_step(step)
         latest = self._manager.latest_step()
+        if replace and latest is not None and step == latest:
+            _check_state(state)
+            _check_meta(meta)
+            self._manager.delete(step)
+            latest = self._manager.latest_step()
         if latest is not None and step <= latest:
             # orbax would silently skip the save (or raise for an existing step); a resumed run never
             # goes back, so this is a caller's mistake.
@@ -274,6 +282,28 @@ def read_msgpack_checkpoint(path: str, template) -> tuple[Any, dict]:
             "or delete it to restart that part of the run from its beginning"
         )
     return state, meta
+
+
+def convert_msgpack_checkpoint(path: str, checkpointer: Checkpointer, template) -> int:
+    """Converts echo-jax 0.1's checkpoint file into an orbax checkpoint of its step in `checkpointer`, then removes
+    the file. Every process of a multi-process run calls it alike (the save is collective); process 0 removes it.
+
+    Args:
+      path: the ``checkpoint*.msgpack`` file.
+      checkpointer: the population's checkpoints, which hold none yet.
+      template: as for `read_msgpack_checkpoint`.
+
+    Returns:
+      The checkpoint's step.
+
+    Raises:
+      WorkdirError: as `read_msgpack_checkpoint`; the file is then left as it was.
+    """
+    state, meta = read_msgpack_checkpoint(path, template)
+    checkpointer.save(meta["step"], state, meta)
+    if jax.process_index() == 0:
+        os.remove(path)
+    return meta["step"]
 
 
 # --------------------------------------------------------------------------------------------- helpers

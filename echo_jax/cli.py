@@ -2,7 +2,9 @@
 
 Errors in what the user asked for (`echo_jax.errors.UserError`, bad flags, a missing or broken config
 file, an unknown config field) print one line; internal bugs keep their traceback. Set
-ECHO_JAX_TRACEBACK=1 to see the traceback of a user error too.
+ECHO_JAX_TRACEBACK=1 to see the traceback of a user error too. A run stopped by a signal
+(`echo_jax.errors.Interrupted`: SIGINT, SIGTERM) prints where it stopped and how to resume, in one line, and
+exits with 128 + the signal's number (130, 143); Ctrl-C outside a run exits 130 with one line too.
 
 ``--help`` (``-h``, ``--helpshort``) prints the command's docstring, its flags and, for the commands that
 take a config, every config field with its value and meaning, and exits with status 0; ``--helpfull`` adds
@@ -21,7 +23,7 @@ from typing import NoReturn
 import ml_collections
 from absl import app, flags
 
-from echo_jax.errors import UserError
+from echo_jax.errors import Interrupted, UserError
 
 TRACEBACK_ENV = "ECHO_JAX_TRACEBACK"
 
@@ -50,6 +52,16 @@ def run(
             return main(argv)
         except UserError as e:
             fail(str(e), e)
+        except Interrupted as e:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            print(str(e), file=sys.stderr)
+            sys.exit(e.exit_status)
+        except KeyboardInterrupt:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            print("interrupted; run the same command to resume from the last checkpoint", file=sys.stderr)
+            sys.exit(130)
         except OSError as e:
             if "Configuration is not available" not in str(e):  # config_flags defers load errors to here
                 raise

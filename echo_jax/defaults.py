@@ -143,9 +143,10 @@ def disentanglement_config(quick: bool = False) -> ml_collections.ConfigDict:
     return c
 
 
-# Fields that say how a run is executed, not what it computes: they are not part of a campaign run's key, and a
-# work directory resumes under other values of them. (tfds data equals the built-in readers' data, tested, so
-# where the data is read from is not part of a run either; layout.json locks models_per_program and data_loop.)
+# Fields that say how a run is executed, not what it computes: they are not part of a run's identity
+# (`echo_jax.identity`: a campaign run's key, what a work directory holds), so a work directory resumes under
+# other values of them. (tfds data equals the built-in readers' data, tested, so where the data is read from is
+# not part of a run either; layout.json locks models_per_program and data_loop.)
 EXECUTION_FIELDS = frozenset(
     {
         "data_dir",
@@ -160,42 +161,6 @@ EXECUTION_FIELDS = frozenset(
         "tensorboard",
     }
 )
-
-
-def flat_fields(config) -> dict:
-    """A config's fields as one flat dict: leaf names (nesting dropped), unset values (None, "", 0, False) left
-    out, numbers as floats and sequences as lists. Two configs that compute the same thing - whether a field
-    sits in a group or at the top level (echo-jax 0.1 had no ``model`` group), whether "unset" is written as a
-    placeholder or as 0 - have the same flat fields.
-
-    Args:
-      config: a ConfigDict or the dict of a config.json.
-    """
-    flat = {}
-
-    def visit(node):
-        for name, value in node.items():
-            if isinstance(value, (dict, ml_collections.ConfigDict)):
-                visit(value)
-                continue
-            if name in flat:
-                raise ValueError(f"config field name {name!r} appears twice; flat_fields needs unique leaf names")
-            if value is None or value == "" or (not isinstance(value, str) and value == 0):
-                continue
-            flat[name] = _canonical(value)
-
-    visit(config)
-    return flat
-
-
-def _canonical(value):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
 
 
 # The values of the fields that take one of a few, declared once: validation reads them, and the comments above

@@ -15,3 +15,12 @@ class WorkdirError(UserError, ValueError):
 
 class DivergedError(UserError, FloatingPointError):
     """Training or evaluation produced non-finite numbers."""
+
+
+class Interrupted(Exception):
+    """A run stopped before its end with its work saved (a signal, a time budget): the command lines print the
+    message as one line and exit with `exit_status` (128 + the signal's number for a signal)."""
+
+    def __init__(self, message: str, exit_status: int = 1):
+        super().__init__(message)
+        self.exit_status = exit_status

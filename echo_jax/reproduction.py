@@ -13,6 +13,7 @@ difference is taken per seed and its interval is mean +- t(0.975, n-1) * sd / sq
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 from collections import defaultdict
@@ -170,6 +171,27 @@ def _rate_floor(config) -> float | None:
         model.echo_clip if model.echo_clip is not None else noise.echo_clip(config.batch_size - 1, model.echo_fx_bound)
     )
     return float(model.latent_dim * -np.log(clip))
+
+
+def trained_dirty(directory: str) -> bool:
+    """Whether a finished run was trained, in part, from a work tree with uncommitted changes."""
+    with open(os.path.join(directory, "results.json")) as f:
+        run = json.load(f).get("run", {})
+    return any(c and c.endswith("+dirty") for c in run.get("commits") or [run.get("commit")])
+
+
+def dirty_note(dirty: Sequence[Result]) -> str:
+    """The report's line on the runs trained from uncommitted changes, grouped by variant, dataset and beta."""
+    seeds: dict[tuple, list[int]] = defaultdict(list)
+    for r in dirty:
+        seeds[(r.variant, r.dataset, r.beta)].append(r.seed)
+    groups = "; ".join(f"{v} {d} beta {b:g} seed(s) {','.join(map(str, sorted(s)))}" for (v, d, b), s in seeds.items())
+    kept = sum(bool(glob.glob(os.path.join(r.directory, "code-*.diff"))) for r in dirty)
+    return (
+        f"**Uncommitted changes.** {len(dirty)} run(s) were trained from a work tree with uncommitted changes "
+        f"(`+dirty` above), so their commit alone does not say what code trained them: {groups}. "
+        f"{kept} of them keep the diff beside their results (code-*.diff)."
+    )
 
 
 def _index(results: Sequence[Result]) -> dict[tuple, dict[int, Result]]:
@@ -814,6 +836,9 @@ def write_reproduction(
     commits = sorted({r.commit or "unknown" for r in every})
     if commits:
         md += [f"**Code.** Trained at commit(s) {', '.join(f'`{c}`' for c in commits)}.", ""]
+    dirty = [r for r in every if trained_dirty(r.directory)]
+    if dirty:
+        md += [dirty_note(dirty), ""]
     md += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
     md += [f"| {v.claim} | **{v.status}** | {v.evidence} |" for v in verdicts]
     md += [""]

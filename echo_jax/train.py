@@ -11,7 +11,8 @@ loop (built in numpy, one update per dispatch) or the on-device loop (`echo_jax.
 the device, ``steps_per_call`` updates per dispatch), as ``data_loop`` says; the two draw the same kind of
 data stream from different generators. The work directory's files are described in `echo_jax.workdir`;
 rerunning on the same directory resumes from the latest checkpoint and ends with the same numbers as an
-uninterrupted run.
+uninterrupted run. A run holds its work directory's lock (`echo_jax.workdir.Lock`) from start to end, and
+SIGINT or SIGTERM stops it with a checkpoint where it is (`RunInterrupted`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,7 +36,7 @@ from echo_jax import checkpoints, device_loop, diagnostics, identity, logs, pict
 from echo_jax import data as data_lib
 from echo_jax import workdir as workdir_lib
 from echo_jax.data import ArrayDataset
-from echo_jax.errors import ConfigError, DivergedError, UserError, WorkdirError
+from echo_jax.errors import ConfigError, DivergedError, Interrupted, UserError, WorkdirError
 from echo_jax.files import append_jsonl, dumps_strict, write_atomic
 from echo_jax.identity import data_seed_of
 from echo_jax.model import Autoencoder
@@ -43,8 +46,42 @@ Evaluator = Callable[[Autoencoder, Any, ArrayDataset], dict]
 into the model's row of results.json under the evaluator's name."""
 
 
-class RunInterrupted(Exception):
-    """Raised when a run is asked to stop (``should_stop``) after saving a checkpoint to resume from."""
+class RunInterrupted(Interrupted):
+    """Raised when a run is asked to stop (``should_stop``, SIGINT or SIGTERM) after saving a checkpoint to resume
+    from; `exit_status` is 128 + the signal's number for a signal (130 for SIGINT, 143 for SIGTERM)."""
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM during a run (installed from the main thread only; the previous handlers come back at
+    the end). In the run loop and between the parts of the final evaluation, the first signal asks the run to
+    stop where it is: it saves a checkpoint there and raises `RunInterrupted`. Elsewhere (loading the data,
+    building the models) or at a second signal, the run stops at once, to resume from its last checkpoint."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.deferred = False  # True while the run can stop at its next step
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        first, self.received = self.received is None, number
+        if first and self.deferred:
+            return
+        raise RunInterrupted(
+            f"stopped by {signal.Signals(number).name}; run the same command to resume from the last checkpoint",
+            exit_status=128 + number,
+        )
 
 
 def load_datasets(config: ml_collections.ConfigDict) -> tuple[ArrayDataset, ArrayDataset]:
@@ -107,6 +144,7 @@ class Program:
     sample: jax.Array  # a training batch: the shapes the steps compile for
     evaluators: Mapping[str, Evaluator]
     data_loop: str = "host"
+    commit: str | None = None  # the code's commit (`identity.code_commit`), recorded with what the run writes
 
     @property
     def steps_per_epoch(self) -> int:
@@ -141,33 +179,39 @@ def train_and_evaluate(
       The content of results.json.
     """
     validation.validate_config(config)
-    finished = workdir_lib.finished_results(config, workdir)
-    if finished is not None:
-        logging.info("%s already holds the finished run; returning its results", workdir)
-        return finished
-    train_set, test_set = load_datasets(config)
-    workdir_lib.prepare(config, workdir)
-    runs = sweep.runs_of(config)
-    program = _build_program(config, workdir, train_set, test_set, evaluators or {})
-    chunk_size, data_loop = _hardware_layout(program, runs)
-    program = dataclasses.replace(program, data_loop=data_loop)
-    rows = []
-    for first in range(0, len(runs), chunk_size):
-        chunk = runs[first : first + chunk_size]
-        identity = {
-            "runs": [list(r) for r in chunk],
-            "chunk": first // chunk_size,
-            "chunk_size": chunk_size,
-            "num_models": len(runs),
-        }
-        name = "checkpoints" if chunk_size >= len(runs) else f"checkpoints-{first // chunk_size}"
-        rows += train_population(
-            program, chunk, identity, os.path.join(workdir, name), on_step=on_step, should_stop=should_stop
-        )
-    results = {"experiment": config.experiment, "results": rows}
-    if jax.process_index() == 0:
-        write_atomic(os.path.join(workdir, "results.json"), dumps_strict(results, indent=2))
-    return results
+    with workdir_lib.lock(workdir), _StopSignals() as signals:
+        finished = workdir_lib.check(config, workdir)
+        if finished is not None:
+            logging.info("%s already holds the finished run; returning its results", workdir)
+            return finished
+        train_set, test_set = load_datasets(config)
+        workdir_lib.prepare(config, workdir)
+        runs = sweep.runs_of(config)
+        program = _build_program(config, workdir, train_set, test_set, evaluators or {})
+        chunk_size, data_loop = _hardware_layout(program, runs)
+        program = dataclasses.replace(program, data_loop=data_loop)
+        rows, commits = [], []
+        for first in range(0, len(runs), chunk_size):
+            chunk = runs[first : first + chunk_size]
+            held = identity.checkpoint_identity(chunk, first // chunk_size, chunk_size, len(runs))
+            name = "checkpoints" if chunk_size >= len(runs) else f"checkpoints-{first // chunk_size}"
+            population_rows, population_commits = train_population(
+                program,
+                chunk,
+                held,
+                os.path.join(workdir, name),
+                on_step=on_step,
+                should_stop=should_stop,
+                signals=signals,
+            )
+            rows += population_rows
+            commits += [c for c in population_commits if c not in commits]
+        # provenance: every commit that trained part of the run, in order (None: a part trained before checkpoints
+        # recorded their commit).
+        results = {"experiment": config.experiment, "results": rows, "provenance": {"commits": commits}}
+        if jax.process_index() == 0:
+            write_atomic(os.path.join(workdir, "results.json"), dumps_strict(results, indent=2))
+        return results
 
 
 def _build_program(config, workdir: str, train_set, test_set, evaluators) -> Program:
@@ -192,6 +236,7 @@ def _build_program(config, workdir: str, train_set, test_set, evaluators) -> Pro
         test_set,
         sample,
         evaluators,
+        commit=identity.code_commit(),
     )
 
 
@@ -241,21 +286,33 @@ def train_population(
     *,
     on_step: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> list[dict]:
+    signals: _StopSignals | None = None,
+) -> tuple[list[dict], list]:
     """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
 
     Each dispatch runs one update (the host loop) or up to ``steps_per_call`` updates (the on-device loop),
-    never across a periodic action; `should_stop` is asked between dispatches (never between an epoch's last
-    step and its evaluation) and `on_step` is called for every update once its dispatch is issued.
+    never across a periodic action; `should_stop` and `signals` are asked between dispatches (never between an
+    epoch's last step and its evaluation), `signals` also between the parts of the final evaluation, and
+    `on_step` is called for every update once its dispatch is issued.
 
     Returns:
-      The results.json row of every model.
+      The results.json row of every model, and the commits that trained the population.
     """
-    config, total_steps = program.config, program.total_steps
+    signals = signals or _StopSignals()
     run = _PopulationRun(program, list(runs), identity, checkpoint_dir)
     step = run.restore()
     if run.rows is not None:  # this population finished before the run was interrupted
-        return run.rows
+        return run.rows, run.commits
+    signals.deferred = True
+    try:
+        return _run_loop(run, step, signals, on_step, should_stop), run.commits
+    finally:
+        signals.deferred = False
+
+
+def _run_loop(run: _PopulationRun, step: int, signals: _StopSignals, on_step, should_stop) -> list[dict]:
+    program = run.program
+    config, total_steps = program.config, program.total_steps
     epoch = program.steps_per_epoch
     actions = (
         Periodic((config.log_every_steps, epoch), run.log_train),
@@ -263,11 +320,11 @@ def train_population(
         Periodic((epoch * config.eval_every_epochs,), run.evaluate, at_end=False),
     )
     advance = _make_advance(config, run.population, program.train_set, program.data_loop, step)
-    bar = logs.progress(total_steps, initial=step, desc=f"train {len(runs)} model(s)")
+    bar = logs.progress(total_steps, initial=step, desc=f"train {len(run.runs)} model(s)")
     while step < total_steps:
-        if should_stop is not None and should_stop():
+        if signals.received or (should_stop is not None and should_stop()):
             bar.close()
-            run.interrupt(step)
+            run.interrupt(step, signals.received)
         done = advance(step, device_loop.steps_to_boundary(step, sum((a.every for a in actions), ()), total_steps))
         for update in range(step + 1, step + done + 1):
             if on_step is not None:
@@ -278,7 +335,10 @@ def train_population(
             if periodic.due(step, total_steps):
                 periodic.action(step)
     bar.close()
-    return run.finish(step)
+    stop = lambda: signals.received  # noqa: E731 - asked between the parts of the final evaluation
+    if stop():
+        run.interrupt(step, stop())
+    return run.finish(step, stop)
 
 
 class _PopulationRun:
@@ -293,7 +353,7 @@ class _PopulationRun:
         )
         self.program, self.runs, self.identity = program, runs, identity
         self.checkpoints = checkpoints.Checkpointer(checkpoint_dir)
-        self.legacy_path = os.path.join(program.workdir, _legacy_name(checkpoint_dir))  # echo-jax 0.1's file
+        self.commits = [program.commit]  # the commits that trained these models, in order
         self.metrics_path = os.path.join(program.workdir, "metrics.jsonl")
         self.eval_key = jax.random.PRNGKey(data_seed_of(config) + 12)  # the same evaluation noise every time
         self.tensorboard = None
@@ -306,14 +366,16 @@ class _PopulationRun:
     def restore(self) -> int:
         """Loads the latest checkpoint, if any, trims the metrics logged after it and returns its step."""
         template = sweep.to_host(self.population.stacked_states())
+        legacy = os.path.join(self.program.workdir, _legacy_name(self.checkpoints.directory))
+        if self.checkpoints.latest_step() is None and os.path.exists(legacy):  # a work directory of echo-jax 0.1
+            checkpoints.convert_msgpack_checkpoint(legacy, self.checkpoints, template)
         if self.checkpoints.latest_step() is not None:
             states, meta = self.checkpoints.restore(template)
-        elif os.path.exists(self.legacy_path):  # a work directory of echo-jax 0.1
-            states, meta = checkpoints.read_msgpack_checkpoint(self.legacy_path, template)
+            self._check_identity(meta, self.checkpoints.directory)
+            trained = meta.get("commits", [None])  # None: trained before checkpoints recorded their commit
+            self.commits = trained if "test" in meta else trained + [c for c in self.commits if c != trained[-1]]
         else:
             states, meta = None, {"step": 0, "seconds": 0.0}
-        if states is not None:
-            self._check_identity(meta, self.checkpoints.directory if "identity" in meta else self.legacy_path)
         if "test" in meta:
             self.rows = self._rows(meta["test"], meta["extra"], meta["seconds"])
             return meta["step"]
@@ -346,21 +408,28 @@ class _PopulationRun:
         states = sweep.to_host(self.population.stacked_states())
         if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
             raise self._diverged(f"the parameters became non-finite by step {step}")
-        meta = {"step": step, "seconds": time.perf_counter() - self.start, "identity": self.identity}
+        meta = {
+            "step": step,
+            "seconds": time.perf_counter() - self.start,
+            "identity": self.identity,
+            "commits": self.commits,
+        }
         if test is not None:
             meta["test"], meta["extra"] = test, extra
-        self.checkpoints.save(step, states, meta)
+        # A run stopped in its final evaluation saved this step without results: the finished one replaces it.
+        self.checkpoints.save(step, states, meta, replace=test is not None)
         self.last_good = step
-        if jax.process_index() == 0 and os.path.exists(self.legacy_path):
-            os.remove(self.legacy_path)  # superseded by the orbax checkpoint
 
-    def interrupt(self, step: int) -> None:
-        if self.last_good != step:
+    def interrupt(self, step: int, signal_number: int | None = None) -> None:
+        """Saves a checkpoint at `step` (unless there is one) and raises `RunInterrupted`, which says where the run
+        stopped and how to resume; a signal's exit status is 128 + its number."""
+        if step > 0 and self.last_good != step:
             self.save(step)
         self._close()
-        raise RunInterrupted(
-            f"stopped at step {step} of {self.program.total_steps}; rerun to resume from {self.checkpoints.directory}"
-        )
+        total = self.program.total_steps
+        where = f"stopped at step {step} of {total}" + (" (in the final evaluation)" if step == total else "")
+        saved = "checkpoint saved; run the same command to resume" if step > 0 else "nothing to save yet"
+        raise RunInterrupted(f"{where}; {saved}", exit_status=128 + signal_number if signal_number else 1)
 
     # ----------------------------------------------------------------------------------- periodic actions
 
@@ -384,28 +453,38 @@ class _PopulationRun:
             _fmt(host["distortion"]),
         )
 
-    def evaluate(self, step: int, eval_step: Callable | None = None) -> list[dict]:
+    def evaluate(self, step: int) -> list[dict]:
         """Evaluates every model on the test split and logs the terms; raises `DivergedError` if non-finite."""
+        test = self._test_terms(step, self.program.eval_step)
+        self._log_test(step, test)
+        return test
+
+    def _test_terms(self, step: int, eval_step: Callable) -> list[dict]:
         program = self.program
-        test = evaluate(
-            self.population, eval_step or program.eval_step, program.test_set, program.config.batch_size, self.eval_key
-        )
+        test = evaluate(self.population, eval_step, program.test_set, program.config.batch_size, self.eval_key)
         bad = [self.runs[m] for m, row in enumerate(test) if not all(np.isfinite(v) for v in row.values())]
         if bad:
             raise self._diverged(f"the test evaluation at step {step} is non-finite for (beta, seed) {bad}")
+        return test
+
+    def _log_test(self, step: int, test: list[dict]) -> None:
         self._record("test", step, {"test": test})
         if self.tensorboard is not None:
             self.tensorboard.write(step, "test", {name: [row[name] for row in test] for name in test[0]})
         for (beta, seed), row in zip(self.runs, test):
             logging.info("test (beta %g, seed %d): %s", beta, seed, {k: round(v, 3) for k, v in row.items()})
-        return test
 
-    def finish(self, step: int) -> list[dict]:
+    def finish(self, step: int, stop: Callable[[], int | None] = lambda: None) -> list[dict]:
         """The final evaluation (the IWAE bound where defined, the training split's terms, the diagnostics, then
         the experiment's evaluators) and each model's parameters file and pictures, saved with the last
-        checkpoint so that a finished population is never evaluated twice."""
+        checkpoint so that a finished population is never evaluated twice.
+
+        `stop` is asked between the parts (it answers a signal's number to stop): the run then stops with a
+        checkpoint at `step` and logs nothing of the evaluation, which the resumed run does again."""
         program = self.program
-        test = self.evaluate(step, program.final_eval_step)
+        test = self._test_terms(step, program.final_eval_step)
+        if stop():
+            self.interrupt(step, stop())
         train_terms = evaluate(
             self.population, program.eval_step, program.train_set, program.config.batch_size, self.eval_key
         )
@@ -431,6 +510,9 @@ class _PopulationRun:
             for name, evaluator in program.evaluators.items():
                 row[name] = evaluator(program.model, model_params, program.test_set)
             extra.append(row)
+            if stop():
+                self.interrupt(step, stop())
+        self._log_test(step, test)
         seconds = time.perf_counter() - self.start
         host_params = sweep.to_host(params)  # every process: gathering sharded arrays is collective
         if jax.process_index() == 0:
@@ -456,7 +538,7 @@ class _PopulationRun:
             reference_images=np.asarray(self.program.sample),
             info={
                 "key": identity.run_key(single),
-                "commit": identity.code_commit(),
+                "commit": self.program.commit,
                 "test": test,
                 "train": train_terms,
             },

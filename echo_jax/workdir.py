@@ -3,67 +3,139 @@
 A work directory holds ``config.json`` (the resolved config), ``layout.json`` (models per program and data
 loop, decided once), ``metrics.jsonl`` (training and evaluation logs), ``checkpoints/`` (orbax; one folder
 per program of a sweep run in chunks: ``checkpoints-<chunk>/``), optionally ``tensorboard/`` and, at the end,
-``results.json``. Work directories of echo-jax 0.1 (flat config.json, ``checkpoint*.msgpack``) resume.
+``results.json``; and ``lock``, which the process running the run holds an OS lock on (`lock`). Work
+directories of echo-jax 0.1 (flat config.json, ``checkpoint*.msgpack``) resume.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
+import socket
 from collections.abc import Callable
 
 import jax
 import ml_collections
 from absl import logging
 
-from echo_jax import defaults
+from echo_jax import identity
 from echo_jax.errors import WorkdirError
 from echo_jax.files import write_atomic
 
-
-def finished_results(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-    """The results of the finished run of this config in `workdir` (None if it is not finished there);
-    refuses a work directory that holds another run. Reads no data."""
-    check_config(config, workdir)
-    results_path = os.path.join(workdir, "results.json")
-    if not os.path.exists(results_path):
-        return None
-    with open(results_path) as f:
-        return json.load(f)
+LOCK_FILE = "lock"
 
 
-def check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Raises `WorkdirError` if `workdir` holds the files of another run than `config`'s.
+class WorkdirBusy(WorkdirError):
+    """Another process holds the work directory's lock."""
 
-    Configs are compared as `defaults.flat_fields`, so a work directory written before the model group
-    existed (or with 0 for "unset") still matches; a field added to the configs after the work directory was
-    written matches at its default; execution fields (`defaults.EXECUTION_FIELDS`: log and checkpoint
-    intervals, where the data is read from, ...) may change between a run and its resume.
+
+class Lock:
+    """An exclusive OS lock (flock) on a work directory's ``lock`` file, held until `release` (or the end of a
+    ``with`` block) or until the process ends, however it ends: a killed process leaves no stale lock.
+
+    The file names the holder (host and process id) for the message of a process that finds it held. Within
+    one process a lock is re-entrant: a run inside a campaign program, or a quickstart, takes the lock its
+    caller already holds. Only process 0 of a multi-process run takes it (the others write nothing). A work
+    directory the lock created and nothing else wrote into (a run that failed on its data, say) is removed
+    when the lock is released, so that a failed command leaves nothing behind.
+
+    Raises:
+      WorkdirBusy: another process holds the lock (before anything is written in the work directory).
+    """
+
+    _held: dict[str, list] = {}  # this process's locks: real path -> [descriptor, holds, created its directory]
+
+    def __init__(self, workdir: str):
+        self.path = None
+        if jax.process_index() != 0:
+            return
+        created = not os.path.exists(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        path = os.path.realpath(os.path.join(workdir, LOCK_FILE))
+        if path in Lock._held:
+            Lock._held[path][1] += 1
+            self.path = path
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            who = f"process {owner[1]} on host {owner[0]}" if len(owner) == 2 else "another process"
+            raise WorkdirBusy(
+                f"workdir {workdir} is in use by {who}: one process at a time trains a work directory; wait for "
+                "it to end, or use another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+        Lock._held[path] = [fd, 1, created]
+        self.path = path
+
+    def release(self) -> None:
+        """Lets the lock go (once the last of this process's holds on it is released); later calls do nothing."""
+        if self.path is None:
+            return
+        held = Lock._held[self.path]
+        held[1] -= 1
+        if held[1] == 0:
+            del Lock._held[self.path]
+            directory = os.path.dirname(self.path)
+            if held[2] and os.listdir(directory) == [LOCK_FILE]:  # created here, and nothing was written
+                os.remove(self.path)
+                os.rmdir(directory)
+            # Otherwise the file stays: removing it would race with a process opening it to take the lock.
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            os.close(held[0])
+        self.path = None
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+def lock(workdir: str) -> Lock:
+    """Takes `workdir`'s lock for this process (see `Lock`); use as ``with workdir.lock(path): ...``."""
+    return Lock(workdir)
+
+
+def check(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """Checks that `workdir` holds `config`'s run, or none, and returns its results if it is finished (None if
+    not). Reads config.json once, and no data.
+
+    The configs are compared as `echo_jax.identity` says what a run computes: execution fields (log and
+    checkpoint intervals, where the data is read from, ...) may change between a run and its resume; every
+    other field must be equal, unset equal only to unset (beta 0 is not the default beta, and data_seed 0 not
+    an unset data_seed, unless the seed is 0 too).
+
+    Raises:
+      WorkdirError: `workdir` holds the files of another run, or run files without a config.json.
     """
     config_path = os.path.join(workdir, "config.json")
+    results_path = os.path.join(workdir, "results.json")
     if not os.path.exists(config_path):
-        if checkpoint_files(workdir) or os.path.exists(os.path.join(workdir, "results.json")):
+        if checkpoint_files(workdir) or os.path.exists(results_path):
             raise WorkdirError(
                 f"workdir {workdir} holds run files but no config.json, so nothing says which run they belong to; "
                 "use a new --workdir, or delete that one to start over"
             )
-        return
+        return None
     with open(config_path) as f:
-        existing = defaults.flat_fields(json.load(f))
-    resolved = defaults.flat_fields(config)
-    added = defaults.flat_fields(defaults.rate_distortion_config())
-    differing = sorted(
-        name
-        for name in (set(existing) | set(resolved)) - defaults.EXECUTION_FIELDS
-        if existing.get(name) != resolved.get(name)
-        and not (name not in existing and resolved.get(name) == added.get(name))
-    )
+        held = json.load(f)
+    differing = identity.workdir_mismatch(held, config)
     if differing:
         raise WorkdirError(
             f"workdir {workdir} holds another run (its config differs in: {', '.join(differing)}); "
             "use a new --workdir, or delete that one to start over"
         )
+    if not os.path.exists(results_path):
+        return None
+    with open(results_path) as f:
+        return json.load(f)
 
 
 def checkpoint_files(workdir: str) -> list[str]:
@@ -72,9 +144,8 @@ def checkpoint_files(workdir: str) -> list[str]:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Creates the work directory, or checks that the run it holds is this one; removes temporary files
-    left by an interrupted write."""
-    check_config(config, workdir)
+    """Creates the work directory of a run `check` accepted, writes its config.json if it has none, and removes
+    temporary files left by an interrupted write."""
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() != 0:
         return

@@ -2,10 +2,15 @@
 
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py [--group A] [--max-minutes 120]
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --status
+    python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --migrate-keys [--results DIR]
 
 Finished runs land in results/<campaign>/ (config.json, metrics.jsonl, results.json per run: commit
 them); checkpoints of half-done programs stay in --workdir and are resumed by the next call. Then
 `python -m experiments.report --campaign ...` writes docs/reproduction.md from what is finished.
+The runner refuses a work tree with uncommitted changes unless --allow-dirty (each run then keeps the
+diff beside its results). --migrate-keys renames the run folders under --results (and the programs'
+work directories under --workdir) whose key an earlier key scheme computed, from their config.json;
+it is idempotent.
 """
 
 import os
@@ -31,6 +36,14 @@ _WORKDIR = flags.DEFINE_string(
 )
 _LAYOUT = flags.DEFINE_enum("layout", "auto", campaign_lib.LAYOUTS, "How runs are packed into sweep programs.")
 _STATUS = flags.DEFINE_bool("status", False, "Only print what is done and what is left.")
+_ALLOW_DIRTY = flags.DEFINE_bool(
+    "allow-dirty", False, "Train even though the code has uncommitted changes (each run keeps the diff)."
+)
+_MIGRATE_KEYS = flags.DEFINE_bool(
+    "migrate-keys",
+    False,
+    "Only rename the run folders (and program work directories) whose key an earlier key scheme computed.",
+)
 flags.mark_flag_as_required("campaign")
 
 
@@ -40,6 +53,12 @@ def main(argv):
     campaign = _CAMPAIGN.value
     root = campaign_lib.config_root(config_flags.get_config_filename(flags.FLAGS["campaign"]))
     results_dir = os.path.join(_RESULTS.value, campaign.name)
+    if _MIGRATE_KEYS.value:
+        renamed = campaign_lib.migrate_keys(
+            results_dir, os.path.join(_WORKDIR.value, campaign.name), log=lambda line: print(line, flush=True)
+        )
+        print(f"{renamed} folder(s) renamed")
+        return
     if _STATUS.value:
         runs = campaign_lib.plan(campaign, root, _GROUPS.value)
         for line in campaign_lib.status_lines(campaign, runs, campaign_lib.finished_runs(results_dir)):
@@ -53,6 +72,7 @@ def main(argv):
         groups=_GROUPS.value,
         max_minutes=_MAX_MINUTES.value,
         layout=_LAYOUT.value,
+        allow_dirty=_ALLOW_DIRTY.value,
         log=lambda line: print(line, flush=True),
     )
 

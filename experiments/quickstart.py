@@ -12,6 +12,7 @@ import os
 from absl import flags, logging
 
 from echo_jax import cli, defaults, report, train
+from echo_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Directory for the runs and the report.")
 _BETAS = flags.DEFINE_string("betas", "0.25,0.5,1,2,4", "Comma-separated betas swept for each method.")
@@ -22,13 +23,14 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
     rows = []
-    for name, encoder, marginal in [("echo", "echo", "none"), ("vae", "gaussian", "std_normal")]:
-        config = defaults.rate_distortion_config(quick=True)
-        config.model.encoder, config.model.marginal = encoder, marginal
-        config.betas, config.num_epochs, config.eval_every_epochs = _BETAS.value, _EPOCHS.value, _EPOCHS.value
-        rows += train.train_and_evaluate(config, os.path.join(_WORKDIR.value, name))["results"]
-    note = budget_note(_EPOCHS.value)
-    print(report.write_report(_WORKDIR.value, rows, note=note))
+    with workdir_lib.lock(_WORKDIR.value):  # the whole quickstart: its two runs and the report beside them
+        for name, encoder, marginal in [("echo", "echo", "none"), ("vae", "gaussian", "std_normal")]:
+            config = defaults.rate_distortion_config(quick=True)
+            config.model.encoder, config.model.marginal = encoder, marginal
+            config.betas, config.num_epochs, config.eval_every_epochs = _BETAS.value, _EPOCHS.value, _EPOCHS.value
+            rows += train.train_and_evaluate(config, os.path.join(_WORKDIR.value, name))["results"]
+        note = budget_note(_EPOCHS.value)
+        print(report.write_report(_WORKDIR.value, rows, note=note))
     print(note)
     print(f"plots and table written to {_WORKDIR.value}")
 

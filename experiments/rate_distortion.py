@@ -14,7 +14,7 @@ ends with one line, `error: ...`, and exit status 1 (ECHO_JAX_TRACEBACK=1 shows 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from echo_jax import cli, defaults, validation
+from echo_jax import cli, defaults
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -29,8 +29,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    validation.validate_config(_CONFIG.value)  # before importing the model: a bad config fails at once
-    from echo_jax import disentanglement, report, train
+    from echo_jax import disentanglement, report, train  # after the flags: --help and flag errors need none of it
 
     config = _CONFIG.value
     results = train.train_and_evaluate(config, _WORKDIR.value, evaluators=disentanglement.evaluators(config))

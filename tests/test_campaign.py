@@ -1,16 +1,18 @@
-"""Campaigns on tiny configs: run keys, planning, what is missing, resume, the time budget, the CLI."""
+"""Campaigns on tiny configs: planning, what is missing, resume, the time budget, locks, provenance, key
+migration, the CLI. (Run keys themselves: tests/test_identity.py.)"""
 
-import glob
+import hashlib
 import json
 import os
-import socket
+import shutil
+import signal
 import subprocess
 import sys
+import textwrap
 
-import ml_collections
 import pytest
 
-from echo_jax import campaign, defaults, sweep
+from echo_jax import campaign, identity, sweep, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RD = os.path.join(REPO, "configs", "rate_distortion")
@@ -62,63 +64,14 @@ def finished(tmp_path):
     return campaign.finished_runs(str(tmp_path / "results" / "tiny"))
 
 
-# ----------------------------------------------------------------------------------------------- keys
+CLEAN = "0123456789abcdef0123456789abcdef01234567"
 
 
-def test_run_key_follows_what_the_config_computes():
-    base = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
-    key = campaign.run_key(base)
-    same = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1, 0)
-    assert campaign.run_key(same) == key  # 1 and 1.0 are the same beta
-    for name, value in [
-        ("learning_rate", 3e-4),
-        ("beta", 2.0),
-        ("seed", 1),
-        ("dataset", "mnist"),
-        ("data_seed", 5),
-        ("model", {"mlp_hidden": (500,)}),
-    ]:
-        changed = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
-        campaign._override(changed, {name: value})
-        assert campaign.run_key(changed) != key, name
-    for name, value in [
-        ("log_every_steps", 7),
-        ("data_dir", "/elsewhere"),
-        ("sweep_strategy", "vmap"),
-        ("checkpoint_every_steps", 9),
-        ("models_per_program", 2),
-    ]:
-        changed = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
-        changed[name] = value
-        assert campaign.run_key(changed) == key, name
-
-
-def test_run_key_is_the_same_for_a_flat_v01_config():
-    # echo-jax 0.1 kept the model's fields at the top level and wrote "unset" as 0 or "": its runs keep their keys.
-    nested = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 0)
-    flat = ml_collections.ConfigDict({k: v for k, v in nested.to_dict().items() if k != "model"})
-    for name, value in nested.model.items():
-        flat[name] = 0.0 if value is None else value
-    flat.binarize = ""
-    assert campaign.run_key(flat) == campaign.run_key(nested)
-
-
-def test_committed_results_keep_their_keys():
-    # The committed paper_mlp runs (trained by echo-jax 0.1's flat configs) are found by today's plan.
-    committed = glob.glob(os.path.join(REPO, "results", "paper_mlp", "*", "*", "*", "results.json"))
-    assert committed
-    paper_mlp = load(os.path.join(REPO, "configs", "campaigns", "paper_mlp.py"))
-    planned = {run.key for run in campaign.plan(paper_mlp, os.path.join(REPO, "configs"))}
-    keys = {os.path.basename(os.path.dirname(path)).rsplit("_", 1)[1] for path in committed}
-    assert keys <= planned
-
-
-def test_run_key_resolves_the_data_seed():
-    config = campaign.single_run_config(defaults.rate_distortion_config(quick=True), 1.0, 3)
-    assert config.data_seed == 0  # campaigns share one data stream unless the config says otherwise
-    implicit = ml_collections.ConfigDict(config.to_dict())
-    implicit.data_seed = None  # = seed 3: another data stream
-    assert campaign.run_key(implicit) != campaign.run_key(config)
+@pytest.fixture(autouse=True)
+def clean_tree(monkeypatch):
+    """The tests' code is a clean commit, whatever the state of the work tree they run from."""
+    monkeypatch.setattr(identity, "code_commit", lambda: CLEAN)
+    monkeypatch.setattr(identity, "code_diff", lambda: "")
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -312,18 +265,203 @@ def test_cli_status(tmp_path):
     assert "group A: 0/8 runs done" in out.stdout and "pending: echo mnist_sample beta=2 seeds 0,1" in out.stdout
 
 
-def test_a_program_locked_by_a_live_runner_is_skipped_and_a_dead_ones_lock_taken_over(tmp_path):
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from echo_jax import workdir
+    held = workdir.lock(sys.argv[1])
+    print("held", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def hold_lock(directory):
+    """A process that holds `directory`'s lock (until it is killed)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_program_locked_by_a_live_runner_is_skipped_and_a_killed_ones_lock_is_gone(tmp_path):
     path = write_campaign(tmp_path)
     (program,) = campaign.programs(campaign.plan(load(path), campaign.config_root(path), groups=["B"]))
     workdir = tmp_path / "work" / "tiny" / program.key
-    workdir.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = hold_lock(workdir)
     try:
-        (workdir / "lock").write_text(f"{socket.gethostname()} {sleeper.pid}")
         complete, lines = run(path, tmp_path, groups=["B"])
         assert not complete and "being trained by another runner" in lines[1] and finished(tmp_path) == {}
+        assert sorted(os.listdir(workdir)) == ["lock"]  # nothing written
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    complete, lines = run(path, tmp_path, groups=["B"])  # the sleeper has ended: its lock is stale
-    assert complete and not (workdir / "lock").exists()
+        holder.kill()  # SIGKILL: no clean-up of its own, and the OS lock goes with the process
+        holder.wait()
+    complete, lines = run(path, tmp_path, groups=["B"])
+    assert complete
+
+
+def test_a_dirty_tree_is_refused_unless_allowed_and_then_each_run_keeps_the_diff(tmp_path, monkeypatch):
+    path = write_campaign(tmp_path)
+    monkeypatch.setattr(identity, "code_commit", lambda: CLEAN + "+dirty")
+    monkeypatch.setattr(identity, "code_diff", lambda: "diff --git a/x b/x\n+changed\n")
+    with pytest.raises(campaign.DirtyTreeError, match="uncommitted changes.*--allow-dirty"):
+        run(path, tmp_path, groups=["B"])
+    assert not (tmp_path / "work").exists() and finished(tmp_path) == {}
+    complete, _ = run(path, tmp_path, groups=["B"], allow_dirty=True)
+    assert complete
+    (directory,) = finished(tmp_path).values()
+    diff = "diff --git a/x b/x\n+changed\n"
+    diff_name = f"code-{hashlib.sha256(diff.encode()).hexdigest()[:8]}.diff"
+    with open(os.path.join(directory, diff_name)) as f:
+        assert f.read() == f"# uncommitted changes on top of {CLEAN}\ndiff --git a/x b/x\n+changed\n"
+    with open(os.path.join(directory, "results.json")) as f:
+        run_info = json.load(f)["run"]
+    assert run_info["commit"] == CLEAN + "+dirty" and run_info["commits"] == [CLEAN + "+dirty"]
+    monkeypatch.setattr(identity, "code_commit", lambda: CLEAN + "+dirty")
+    complete, lines = run(path, tmp_path, groups=["B"])  # nothing to train: a dirty tree is no obstacle to that
+    assert complete and "0 to train" in lines[0]
+
+
+def test_a_signal_stops_the_campaign_after_a_checkpoint_and_releases_the_program(tmp_path):
+    path = write_campaign(tmp_path)
+    calls = iter(range(10**6))
+
+    def clock():  # asked before every step; the 6th time, the runner gets SIGINT (Ctrl-C)
+        if next(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return 0.0
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(train.RunInterrupted, match=r"stopped at step \d of 8; checkpoint saved") as stopped:
+        run(path, tmp_path, groups=["B"], max_minutes=10**6, clock=clock)
+    assert stopped.value.exit_status == 130 and finished(tmp_path) == {}
+    (workdir,) = (tmp_path / "work" / "tiny").iterdir()
+    assert (workdir / "checkpoints").is_dir()
+    campaign.workdir_lib.lock(str(workdir)).release()  # released: this process could take it again (or another)
+    assert signal.getsignal(signal.SIGINT) is before  # the run's handlers are gone
+
+
+# ----------------------------------------------------------------------------------------------- key migration
+
+
+def old_key(config: dict) -> str:
+    """A run's key as echo-jax 0.2 computed it: unset values, 0, False and "" all left out (beta 0 = no beta)."""
+
+    def canonical(v):
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, (int, float)):
+            return float(v)
+        return [canonical(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    flat = {}
+
+    def visit(node):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                visit(v)
+            elif not (v is None or v == "" or (not isinstance(v, str) and v == 0)):
+                flat[k] = canonical(v)
+
+    visit({**config, "data_seed": config["seed"] if config.get("data_seed") is None else config["data_seed"]})
+    kept = {k: v for k, v in flat.items() if k not in identity.KEYLESS_FIELDS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def test_old_key_is_the_key_the_committed_results_were_written_under():
+    # The committed results' folders were renamed by the migration; their results.json of before are in git.
+    before = subprocess.run(
+        ["git", "show", "dde9bbf:results/paper_mlp/binary_mnist/vae/beta2_seed0_9e9fa94971/config.json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if before.returncode != 0:
+        pytest.skip("not a git checkout with the history")
+    assert old_key(json.loads(before.stdout)) == "9e9fa94971"
+
+
+def old_scheme_results(tmp_path, sidecar=True):
+    """A results folder as echo-jax 0.2 left it: a run under its old key, its key inside results.json and the
+    parameters sidecar, beside pictures."""
+    base = identity.single_run_config(campaign.load_config_file(os.path.join(RD, "echo.py"), "quick"), 0.0, 1)
+    config = json.loads(base.to_json_best_effort())
+    old = old_key(config)
+    directory = tmp_path / "results" / "tiny" / "mnist_sample" / "echo" / f"beta0_seed1_{old}"
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (directory / "metrics.jsonl").write_text('{"split": "test", "step": 4}\n')
+    (directory / "samples.png").write_bytes(b"png")
+    results = {"experiment": "rate_distortion", "results": [{"beta": 0.0}], "run": {"key": old, "commit": CLEAN}}
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if sidecar:
+        (directory / "params.json").write_text(json.dumps({"key": old, "config": config}, indent=2) + "\n")
+    return directory, identity.run_key(base)
+
+
+def test_migrate_keys_renames_old_folders_and_the_keys_inside_them_once(tmp_path):
+    directory, new = old_scheme_results(tmp_path)
+    results_dir = str(tmp_path / "results" / "tiny")
+    lines = []
+    assert campaign.migrate_keys(results_dir, log=lines.append) == 1
+    moved = directory.parent / f"beta0_seed1_{new}"
+    assert not directory.exists() and sorted(os.listdir(moved)) == [
+        "config.json",
+        "metrics.jsonl",
+        "params.json",
+        "results.json",
+        "samples.png",
+    ]
+    assert json.loads((moved / "results.json").read_text())["run"] == {"key": new, "commit": CLEAN}
+    assert json.loads((moved / "params.json").read_text())["key"] == new
+    assert campaign.finished_runs(results_dir) == {new: str(moved)}
+    snapshot = {p: (moved / p).read_bytes() for p in os.listdir(moved)}
+    assert campaign.migrate_keys(results_dir) == 0  # idempotent: nothing left to do, nothing rewritten
+    assert {p: (moved / p).read_bytes() for p in os.listdir(moved)} == snapshot
+
+
+def test_migrate_keys_finishes_an_interrupted_migration_and_leaves_a_taken_name(tmp_path):
+    directory, new = old_scheme_results(tmp_path, sidecar=False)
+    results = json.loads((directory / "results.json").read_text())
+    results["run"]["key"] = new  # interrupted after the files, before the rename
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    twin = directory.parent / f"beta0_seed1_{new}"
+    shutil.copytree(directory, twin)  # the same run under both names (copied in from another checkout)
+    lines = []
+    assert campaign.migrate_keys(str(tmp_path / "results"), log=lines.append) == 0
+    assert directory.exists() and twin.exists() and "exists (two folders of one run" in lines[0]
+    shutil.rmtree(twin)
+    assert campaign.migrate_keys(str(tmp_path / "results")) == 1 and twin.exists()
+
+
+def test_migrate_keys_renames_half_done_programs_but_not_one_in_use(tmp_path):
+    path = write_campaign(tmp_path)
+    runs = campaign.plan(load(path), campaign.config_root(path))
+    first, second = campaign.programs(runs, "per_beta")[:2]
+    programs_dir = tmp_path / "work" / "tiny"
+    old = {}
+    for program in (first, second):
+        config = json.loads(program.config.to_json_best_effort())
+        run_keys = [old_key(json.loads(r.config.to_json_best_effort())) for r in program.runs]
+        old[program] = old_key(config) + "-" + hashlib.sha256(json.dumps(run_keys).encode()).hexdigest()[:6]
+        (programs_dir / old[program] / "checkpoints").mkdir(parents=True)
+        (programs_dir / old[program] / "config.json").write_text(json.dumps(config))
+    holder = hold_lock(programs_dir / old[second])
+    try:
+        lines = []
+        assert campaign.migrate_keys(str(tmp_path / "results"), str(programs_dir), log=lines.append) == 1
+        assert (programs_dir / first.key / "checkpoints").is_dir() and not (programs_dir / old[first]).exists()
+        assert (programs_dir / old[second]).exists() and any("in use by a runner" in line for line in lines)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert campaign.migrate_keys(str(tmp_path / "results"), str(programs_dir)) == 1
+    assert (programs_dir / second.key).is_dir()
+
+
+def test_cli_migrate_keys(tmp_path):
+    directory, new = old_scheme_results(tmp_path)
+    args = [sys.executable, "-m", "experiments.campaign", "--campaign", write_campaign(tmp_path), "--migrate-keys"]
+    args += ["--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work")]
+    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "1 folder(s) renamed" in out.stdout and (directory.parent / f"beta0_seed1_{new}").is_dir()

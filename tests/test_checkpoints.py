@@ -1,4 +1,5 @@
-"""Checkpoints: orbax round trips of stacked train states, retention, atomicity, damage, and 0.1's msgpack files."""
+"""Checkpoints: orbax round trips of stacked train states, retention, atomicity, damage, and 0.1's msgpack files
+(read, and converted once)."""
 
 import json
 import logging
@@ -13,7 +14,7 @@ import pytest
 from absl import logging as absl_logging
 from flax import serialization
 
-from echo_jax.checkpoints import Checkpointer, read_msgpack_checkpoint
+from echo_jax.checkpoints import Checkpointer, convert_msgpack_checkpoint, read_msgpack_checkpoint
 from echo_jax.errors import WorkdirError
 from echo_jax.files import write_atomic
 from echo_jax.steps import TrainState
@@ -265,3 +266,37 @@ def test_a_damaged_legacy_file_raises_workdir_error(tmp_path, states):
         r"uint32\[3, 2\] expected\); use a new --workdir",
     ):
         read_msgpack_checkpoint(str(path), states)
+
+
+def test_a_legacy_file_is_converted_once_into_an_orbax_checkpoint_of_its_step(tmp_path, states):
+    path = tmp_path / "checkpoint.msgpack"
+    write_legacy(path, states, 40, 3.5, identity=META["identity"])
+    with Checkpointer(str(tmp_path / "checkpoints")) as checkpointer:
+        assert convert_msgpack_checkpoint(str(path), checkpointer, jax.tree.map(np.zeros_like, states)) == 40
+        assert not path.exists() and checkpointer.latest_step() == 40
+        restored, meta = checkpointer.restore(jax.tree.map(np.zeros_like, states))
+    assert_bit_equal(restored, states)
+    assert meta == {"step": 40, "seconds": 3.5, "identity": META["identity"]}
+
+
+def test_a_damaged_legacy_file_is_left_as_it_was(tmp_path, states):
+    path = tmp_path / "checkpoint.msgpack"
+    path.write_bytes(b"\x00garbage")
+    with Checkpointer(str(tmp_path / "checkpoints")) as checkpointer:
+        with pytest.raises(WorkdirError, match="cannot be read"):
+            convert_msgpack_checkpoint(str(path), checkpointer, states)
+        assert checkpointer.latest_step() is None
+    assert path.read_bytes() == b"\x00garbage"
+
+
+def test_replace_writes_the_latest_step_again_and_only_the_latest(tmp_path, states):
+    with Checkpointer(str(tmp_path / "ckpt")) as checkpointer:
+        checkpointer.save(3, states, {"step": 3})
+        checkpointer.save(5, states, {"step": 5})
+        with pytest.raises(ValueError, match="already holds step 5"):
+            checkpointer.save(5, states, {"step": 5, "test": 1})
+        checkpointer.save(5, states, {"step": 5, "test": 1}, replace=True)
+        assert checkpointer.restore(states)[1] == {"step": 5, "test": 1}
+        with pytest.raises(ValueError, match="already holds step 5"):
+            checkpointer.save(3, states, {}, replace=True)  # not the latest: a resumed run never goes back
+        assert sorted(os.listdir(tmp_path / "ckpt")) == ["3", "5"]

@@ -160,6 +160,20 @@ def write_run(results_dir, run, test, curve):
             )
 
 
+def write_report(path, runs, results_dir, out):
+    """Writes the reproduction report of campaign file `path`'s `runs` from `results_dir` to `out`; returns the
+    verdicts and the report's text."""
+    verdicts = reproduction.write_reproduction(
+        campaign.load_config_file(path),
+        runs,
+        campaign.finished_runs(results_dir),
+        str(out),
+        str(out.parent / "figures"),
+        command="make report",
+    )
+    return verdicts, out.read_text()
+
+
 def test_written_report_from_result_files(tmp_path):
     from tests.test_campaign import write_campaign
 
@@ -176,16 +190,7 @@ def test_written_report_from_result_files(tmp_path):
             {"rate": rate, "distortion": distortion, "neg_elbo": rate + distortion},
             [(5.0, 150.0 + run.seed), (10.0, rate + distortion)],
         )
-    out = tmp_path / "docs" / "reproduction.md"
-    verdicts = reproduction.write_reproduction(
-        campaign.load_config_file(path),
-        runs,
-        campaign.finished_runs(results_dir),
-        str(out),
-        str(tmp_path / "docs" / "figures"),
-        command="make report",
-    )
-    text = out.read_text()
+    verdicts, text = write_report(path, runs, results_dir, tmp_path / "docs" / "reproduction.md")
     assert "6 of 8 runs finished" in text and "`make report`" in text
     # echo beta 1: -ELBO 115 and 113 (mean 114, sd sqrt(2)); vae beta 1: 110 and 108
     assert "| echo | 1 | 0,1 | 15.50 ± 0.71 | 98.50 ± 2.12 | 114.00 ± 1.41 | n/a |" in text

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -151,7 +152,30 @@ def test_workdir_of_another_experiment_is_refused(tmp_path):
     other = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal")
     with pytest.raises(ValueError, match="holds another run.*encoder"):
         train.train_and_evaluate(other, str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["config.json"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "lock"]
+
+
+def test_beta_0_then_beta_1_on_one_workdir_is_refused_not_answered_with_beta_0s_numbers(tmp_path):
+    # beta 0 is a value, not "unset": the default beta (1) is another run.
+    zero = tiny(defaults.rate_distortion_config(quick=True), beta=0.0, num_train_steps=3, iwae_samples=0)
+    first = train.train_and_evaluate(zero, str(tmp_path))
+    assert first["results"][0]["beta"] == 0.0
+    one = tiny(defaults.rate_distortion_config(quick=True), beta=1.0, num_train_steps=3, iwae_samples=0)
+    with pytest.raises(ValueError, match=r"holds another run \(its config differs in: beta\)"):
+        train.train_and_evaluate(one, str(tmp_path))
+    assert train.train_and_evaluate(zero, str(tmp_path)) == first  # the same command still answers
+
+
+@pytest.mark.parametrize("seed, same_run", [(0, True), (3, False)])
+def test_data_seed_0_and_an_unset_data_seed_are_one_run_only_when_the_seed_is_0(seed, same_run, tmp_path):
+    unset = tiny(defaults.rate_distortion_config(quick=True), seed=seed)
+    workdir_lib.prepare(unset, str(tmp_path))  # unset: the data stream of `seed`
+    explicit = tiny(defaults.rate_distortion_config(quick=True), seed=seed, data_seed=0)
+    if same_run:
+        assert workdir_lib.check(explicit, str(tmp_path)) is None
+    else:
+        with pytest.raises(ValueError, match=r"differs in: data_seed\)"):
+            workdir_lib.check(explicit, str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -176,16 +200,21 @@ def test_learning_rate_schedules(schedule, epoch, expected):
     assert float(lr(jnp.asarray(epoch * 500 + 7))) == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_workdir_written_before_a_field_existed_resumes_when_the_field_keeps_its_default(tmp_path):
+def test_a_workdir_written_before_a_field_existed_resumes_at_the_fields_declared_earlier_value(tmp_path, monkeypatch):
+    from echo_jax import identity
+
     config = tiny(defaults.rate_distortion_config(quick=True))
     workdir_lib.prepare(config, str(tmp_path))
     written = json.loads((tmp_path / "config.json").read_text())
     del written["discriminator_learning_rate"]  # as written before the field existed
     (tmp_path / "config.json").write_text(json.dumps(written))
-    workdir_lib.prepare(config, str(tmp_path))
+    with pytest.raises(ValueError, match="differs in: discriminator_learning_rate"):
+        workdir_lib.check(config, str(tmp_path))  # nothing says what the earlier run computed
+    monkeypatch.setitem(identity.ADDED_FIELDS, "discriminator_learning_rate", 1e-4)
+    assert workdir_lib.check(config, str(tmp_path)) is None
     config.discriminator_learning_rate = 1e-3
     with pytest.raises(ValueError, match="differs in: discriminator_learning_rate"):
-        workdir_lib.prepare(config, str(tmp_path))
+        workdir_lib.check(config, str(tmp_path))
 
 
 def test_a_run_resumes_under_other_execution_fields_to_the_same_numbers(tmp_path):
@@ -233,7 +262,57 @@ def test_a_v01_workdir_resumes_to_the_same_numbers(tmp_path):
     resumed = train.train_and_evaluate(config, str(old))
     strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
     assert strip(resumed) == strip(uninterrupted)
-    assert not (old / "checkpoint.msgpack").exists()  # superseded by the orbax checkpoints
+    assert not (old / "checkpoint.msgpack").exists()  # converted once into an orbax checkpoint of its step
+    assert resumed["provenance"]["commits"][0] is None  # the 0.1 part recorded no commit
+
+
+# ----------------------------------------------------------------------------------------------- interrupts
+
+
+def signal_at(number, step):
+    def send(update):
+        if update == step:
+            os.kill(os.getpid(), number)
+
+    return send
+
+
+def test_sigint_saves_a_checkpoint_where_the_run_is_and_the_resumed_run_ends_with_the_same_numbers(tmp_path):
+    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3)
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(train.RunInterrupted) as stopped:
+        train.train_and_evaluate(config, str(tmp_path / "b"), on_step=signal_at(signal.SIGINT, 5))
+    assert str(stopped.value) == "stopped at step 5 of 8; checkpoint saved; run the same command to resume"
+    assert stopped.value.exit_status == 130 and signal.getsignal(signal.SIGINT) is before
+    assert sorted(int(p.name) for p in (tmp_path / "b" / "checkpoints").iterdir() if p.name.isdigit()) == [3, 5]
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
+    assert strip(resumed) == strip(uninterrupted)
+    records = lambda d: (d / "metrics.jsonl").read_text().splitlines()
+    assert len(records(tmp_path / "b")) == len(records(tmp_path / "a"))
+
+
+def test_sigterm_in_the_final_evaluation_stops_there_and_the_resumed_run_evaluates_again(tmp_path):
+    config = tiny(defaults.rate_distortion_config(quick=True), encoder="gaussian", marginal="std_normal")
+    calls = []
+
+    def evaluator(model, params, test_set):
+        calls.append(1)
+        if len(calls) == 2:  # the first run's evaluation: stopped by SIGTERM (a job scheduler's stop)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"value": 1.0}
+
+    uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"), evaluators={"extra": evaluator})
+    with pytest.raises(train.RunInterrupted, match=r"stopped at step 4 of 4 \(in the final evaluation\)") as stopped:
+        train.train_and_evaluate(config, str(tmp_path / "b"), evaluators={"extra": evaluator})
+    assert stopped.value.exit_status == 143 and not (tmp_path / "b" / "results.json").exists()
+    resumed = train.train_and_evaluate(config, str(tmp_path / "b"), evaluators={"extra": evaluator})
+    strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
+    assert strip(resumed) == strip(uninterrupted)
+    # The interrupted evaluation logged nothing: the log is the uninterrupted run's, line for line.
+    log = lambda d: [(r["split"], r["step"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    assert log(tmp_path / "b") == log(tmp_path / "a")
 
 
 # ----------------------------------------------------------------------------------------------- safety

@@ -251,8 +251,13 @@ def test_a_campaign_keeps_the_declared_parameters_and_retrains_a_kept_run_that_l
 
     def run():
         lines = []
-        campaign.run_campaign(
-            spec, root=campaign.config_root(str(path)), results_dir=results, work_dir=work, log=lines.append
+        campaign.run_campaign(  # allow_dirty: the tests run from work trees with changes too
+            spec,
+            root=campaign.config_root(str(path)),
+            results_dir=results,
+            work_dir=work,
+            allow_dirty=True,
+            log=lines.append,
         )
         return lines
 

@@ -1,5 +1,5 @@
-"""The work directory's metrics log on resume: records after the checkpoint go, a torn last line goes with a
-warning, and corruption before the last line is an error, not a traceback."""
+"""The work directory's metrics log on resume (records after the checkpoint go, a torn last line goes with a
+warning, corruption before the last line is an error, not a traceback) and its lock (one process at a time)."""
 
 import json
 
@@ -118,3 +118,69 @@ def test_a_run_killed_mid_append_resumes(tmp_path):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 8  # each step once, to the end
+
+
+# ----------------------------------------------------------------------------------------------- the lock
+
+HOLD = """
+import sys, time
+from echo_jax import workdir
+held = workdir.lock(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def hold_lock(directory):
+    """Another process that holds `directory`'s lock until it is killed."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(directory)], cwd=root, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_process_is_refused_naming_the_owner_before_it_writes_and_a_killed_owner_holds_nothing(tmp_path):
+    import socket
+
+    from echo_jax import defaults, train
+    from tests.helpers import tiny
+
+    holder = hold_lock(tmp_path)
+    try:
+        with pytest.raises(workdir_lib.WorkdirBusy) as refused:
+            train.train_and_evaluate(tiny(defaults.rate_distortion_config(quick=True)), str(tmp_path))
+        message = str(refused.value)
+        assert f"in use by process {holder.pid} on host {socket.gethostname()}" in message and "\n" not in message
+        assert isinstance(refused.value, UserError)  # the command lines print it as one line, exit status 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["lock"]
+    finally:
+        holder.kill()  # SIGKILL: the process cleans nothing up; the OS lock goes with it
+        holder.wait()
+    workdir_lib.lock(str(tmp_path)).release()
+
+
+def test_the_lock_is_reentrant_within_a_process_and_released_with_the_last_hold(tmp_path):
+    import subprocess
+    import sys
+
+    outer = workdir_lib.lock(str(tmp_path))
+    with workdir_lib.lock(str(tmp_path)):  # a run inside a campaign program or a quickstart
+        pass
+    probe = [sys.executable, "-c", "import sys; from echo_jax import workdir; workdir.lock(sys.argv[1])", str(tmp_path)]
+    assert subprocess.run(probe, capture_output=True).returncode != 0  # still held by `outer`
+    outer.release()
+    outer.release()  # a second release does nothing
+    assert subprocess.run(probe, capture_output=True).returncode == 0
+
+
+def test_a_workdir_the_lock_created_and_nothing_wrote_into_is_removed(tmp_path):
+    with workdir_lib.lock(str(tmp_path / "new")):
+        assert (tmp_path / "new" / "lock").exists()
+    assert not (tmp_path / "new").exists()
+    with workdir_lib.lock(str(tmp_path / "used")):
+        (tmp_path / "used" / "config.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == ["config.json", "lock"]
