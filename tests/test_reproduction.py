@@ -229,6 +229,21 @@ def test_the_vae_curve_redrawn_at_its_information_moves_the_comparison():
     assert "| 2 | 0 | 10.00 | 5.00 | 5.00 |" in table
 
 
+def test_the_vae_curve_at_its_information_is_not_bridged_across_a_beta_without_the_estimate():
+    results = curves({2.0: -2.0, 0.5: -1.0})
+    # A third VAE point per seed, at beta 1 between the two, that recorded no estimate: on the I(X;Z) axis the
+    # curve then has no piece of two adjacent points, so nothing is compared (with it, as above, everything is).
+    results += [result("vae", 1.0, seed, 20.0, 90.0) for seed in range(3)]
+    for r in results:
+        if r.variant == "vae" and r.beta != 1.0:
+            mi = r.test["rate"] - 5
+            info = {"kl_rate": r.test["rate"], "upper_bound": mi, "heldout": mi, "marginal_kl_lower_bound": 5.0}
+            r.diagnostics = {"mutual_information": info, "active_units": 3}
+    index = reproduction._index(results)
+    assert reproduction.mi_axis_gaps(index, "binary_mnist", "upper_bound") == {}
+    assert set(reproduction.rate_distortion_gaps(index, "binary_mnist")) == {2.0, 0.5}  # the KL axis is whole
+
+
 def test_echo_rate_floor_of_a_config():
     from echo_jax import defaults, noise
 
