@@ -450,6 +450,12 @@ def explanations(index, dataset: str) -> str:
             continue
         share = summarize([100 * r.rate_floor / r.test["rate"] for r in echo])
         out.append(f"at beta {b:g} Echo's floor D(-log c) = {echo[0].rate_floor:.2f} nats is {share}% of its rate")
+        vae_rates = [r.test["rate"] for r in index.get((dataset, "vae", b), {}).values()]
+        if vae_rates and max(vae_rates) < echo[0].rate_floor:
+            out.append(
+                f"the VAE at beta {b:g} spends {summarize(vae_rates)} nats, less than that floor: no Echo model with "
+                "this clip reaches its rate"
+            )
     lagrangian = lagrangian_gaps(index, dataset)
     better = [f"{b:g}" for b, g in lagrangian.items() if g.sign < 0]
     worse_l = [f"{b:g}" for b, g in lagrangian.items() if g.sign > 0]

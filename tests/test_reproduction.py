@@ -266,3 +266,18 @@ def test_explanations_name_the_floor_overfitting_and_unfinished_training():
     assert "at beta 0.5 Echo's floor D(-log c) = 5.00 nats is 20.00 ± 0.00% of its rate" in text
     assert "vae at beta 2 overfits: its test -ELBO ends 1.50 nats above its best (epoch 20)" in text
     assert "echo at beta 2 is still improving at the end (1.00 nats over its last 10 epochs)" in text
+
+
+def test_explanations_say_when_the_vae_spends_less_than_echos_floor():
+    results = []
+    for seed, noise in enumerate((0.0, 0.3, -0.3)):
+        # the VAE's curve at Echo's rate 6 is about 115: Echo, at 125, is worse there
+        results += [result("vae", 1.0, seed, 20.0, 80.0 + noise), result("vae", 8.0, seed, 4.0 + noise, 120.0)]
+        results += [result("echo", 8.0, seed, 6.0, 125.0 + 0.1 * seed)]
+    for r in results:
+        r.rate_floor = 5.5 if r.variant == "echo" else None
+    text = reproduction.explanations(reproduction._index(results), "binary_mnist")
+    assert "the VAE at beta 8 spends 4.00 ± 0.30 nats, less than that floor" in text
+    for r in results:
+        r.rate_floor = 4.2 if r.variant == "echo" else None  # the VAE's seed 1 spends 4.3: not below
+    assert "less than that floor" not in reproduction.explanations(reproduction._index(results), "binary_mnist")
