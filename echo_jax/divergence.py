@@ -29,19 +29,24 @@ class DivergenceGuard:
         self.factor = factor
         self.best = np.full(num_models, np.inf)
         self.suspect = np.zeros(num_models, bool)
+        self.last = np.full(num_models, np.nan)  # the losses of the last update (for messages)
 
     @property
     def any_suspect(self) -> bool:
         """Whether some model's last loss was suspect (the run should not checkpoint now)."""
         return bool(self.suspect.any())
 
+    def above(self, losses: Sequence[float]) -> np.ndarray:
+        """Which of `losses` (one per model) are suspect against the bests so far, without recording them."""
+        losses = np.asarray(losses, np.float64)
+        return np.isfinite(self.best) & (losses > self.factor * np.maximum(self.best, 1e-6))
+
     def update(self, losses: Sequence[float]) -> list[int]:
         """Records one log period's losses; returns the models that diverged (suspect twice in a row)."""
         losses = np.asarray(losses, np.float64)
-        threshold = self.factor * np.maximum(self.best, 1e-6)
-        now = np.isfinite(self.best) & (losses > threshold)
+        now = self.above(losses)
         diverged = [int(m) for m in np.flatnonzero(now & self.suspect)]
-        self.suspect = now
+        self.suspect, self.last = now, losses
         self.best = np.where(now, self.best, np.minimum(self.best, losses))
         return diverged
 

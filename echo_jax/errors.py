@@ -14,7 +14,7 @@ class WorkdirError(UserError, ValueError):
 
 
 class DivergedError(UserError, FloatingPointError):
-    """Training or evaluation produced non-finite numbers."""
+    """Training or evaluation produced non-finite numbers, or a loss far above its own best (`echo_jax.divergence`)."""
 
 
 class Interrupted(Exception):

@@ -36,6 +36,7 @@ from echo_jax import checkpoints, device_loop, diagnostics, identity, logs, pict
 from echo_jax import data as data_lib
 from echo_jax import workdir as workdir_lib
 from echo_jax.data import ArrayDataset
+from echo_jax.divergence import DivergenceGuard
 from echo_jax.errors import ConfigError, DivergedError, Interrupted, UserError, WorkdirError
 from echo_jax.files import append_jsonl, dumps_strict, write_atomic
 from echo_jax.identity import data_seed_of
@@ -316,8 +317,9 @@ def _run_loop(run: _PopulationRun, step: int, signals: _StopSignals, on_step, sh
     epoch = program.steps_per_epoch
     actions = (
         Periodic((config.log_every_steps, epoch), run.log_train),
-        Periodic((config.checkpoint_every_steps or epoch,), run.save, at_end=False),
+        # Evaluate before checkpointing: a suspect evaluation then keeps its step from being checkpointed.
         Periodic((epoch * config.eval_every_epochs,), run.evaluate, at_end=False),
+        Periodic((config.checkpoint_every_steps or epoch,), run.save, at_end=False),
     )
     advance = _make_advance(config, run.population, program.train_set, program.data_loop, step)
     bar = logs.progress(total_steps, initial=step, desc=f"train {len(run.runs)} model(s)")
@@ -360,6 +362,8 @@ class _PopulationRun:
         self.rows = None  # set when the population is finished
         self.start = time.perf_counter()
         self.last_good = 0
+        # Finite losses far above their own best (a learning rate too large): see `echo_jax.divergence`.
+        self.guards = {split: DivergenceGuard(len(runs)) for split in ("train", "test")}
 
     # ----------------------------------------------------------------------------------- resume and save
 
@@ -385,6 +389,8 @@ class _PopulationRun:
                 "resumed %s at step %d of %d", self.checkpoints.directory, meta["step"], self.program.total_steps
             )
         step = self.last_good = int(meta["step"])
+        for split, guard in self.guards.items():
+            guard.load(meta.get("divergence", {}).get(split))
         self.start = time.perf_counter() - float(meta["seconds"])
         if jax.process_index() == 0:
             workdir_lib.trim_metrics(self.metrics_path, self.runs, step)
@@ -402,33 +408,46 @@ class _PopulationRun:
                 f"trains {self.identity['runs']} in programs of {self.identity['chunk_size']}); use a new --workdir"
             )
 
-    def save(self, step: int, test: list | None = None, extra: list | None = None) -> None:
-        """Checkpoints the population (and, when finished, its results); raises `DivergedError` instead if a
+    def save(self, step: int, test: list | None = None, extra: list | None = None) -> bool:
+        """Checkpoints the population (and, when finished, its results) unless a model's loss is suspect (then
+        the last good checkpoint stays the latest, and this answers False); raises `DivergedError` instead if a
         parameter is non-finite, keeping the last good checkpoint."""
         states = sweep.to_host(self.population.stacked_states())
         if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
             raise self._diverged(f"the parameters became non-finite by step {step}")
+        suspect = self._suspect(step)
+        if suspect:
+            logging.warning(
+                "step %d: no checkpoint while the loss of (beta, seed) %s is far above its best", step, suspect
+            )
+            return False
         meta = {
             "step": step,
             "seconds": time.perf_counter() - self.start,
             "identity": self.identity,
             "commits": self.commits,
+            "divergence": {split: guard.state() for split, guard in self.guards.items()},
         }
         if test is not None:
             meta["test"], meta["extra"] = test, extra
         # A run stopped in its final evaluation saved this step without results: the finished one replaces it.
         self.checkpoints.save(step, states, meta, replace=test is not None)
         self.last_good = step
+        return True
 
     def interrupt(self, step: int, signal_number: int | None = None) -> None:
         """Saves a checkpoint at `step` (unless there is one) and raises `RunInterrupted`, which says where the run
         stopped and how to resume; a signal's exit status is 128 + its number."""
-        if step > 0 and self.last_good != step:
-            self.save(step)
+        saved = step > 0 and (self.last_good == step or self.save(step))
         self._close()
         total = self.program.total_steps
         where = f"stopped at step {step} of {total}" + (" (in the final evaluation)" if step == total else "")
-        saved = "checkpoint saved; run the same command to resume" if step > 0 else "nothing to save yet"
+        if saved:
+            saved = "checkpoint saved; run the same command to resume"
+        elif self.last_good > 0:  # a suspect loss: `save` kept the last good checkpoint
+            saved = f"no checkpoint of this step (its loss is suspect); the same command resumes at {self.last_good}"
+        else:
+            saved = "nothing to save yet"
         raise RunInterrupted(f"{where}; {saved}", exit_status=128 + signal_number if signal_number else 1)
 
     # ----------------------------------------------------------------------------------- periodic actions
@@ -441,6 +460,7 @@ class _PopulationRun:
             bad = [self.runs[m] for m in np.flatnonzero(~finite)]
             raise self._diverged(f"training became non-finite at step {step} for (beta, seed) {bad}")
         self._record("train", step, jax.tree.map(lambda x: np.asarray(x).tolist(), host))
+        self._watch("train", step, host["loss"])
         if self.tensorboard is not None:
             self.tensorboard.write(step, "train", host)
         logging.info(
@@ -457,6 +477,7 @@ class _PopulationRun:
         """Evaluates every model on the test split and logs the terms; raises `DivergedError` if non-finite."""
         test = self._test_terms(step, self.program.eval_step)
         self._log_test(step, test)
+        self._watch("test", step, [row["loss"] for row in test])
         return test
 
     def _test_terms(self, step: int, eval_step: Callable) -> list[dict]:
@@ -483,6 +504,16 @@ class _PopulationRun:
         checkpoint at `step` and logs nothing of the evaluation, which the resumed run does again."""
         program = self.program
         test = self._test_terms(step, program.final_eval_step)
+        # A final model whose loss is suspect is never reported (there is no later period to clear it).
+        self.guards["test"].suspect |= self.guards["test"].above([row["loss"] for row in test])
+        suspect = self._suspect(step)
+        if suspect:
+            train, held = self.guards["train"], self.guards["test"]
+            raise self._diverged(
+                f"the run ended at step {step} with a loss above {train.factor:g}x its best for (beta, seed) "
+                f"{suspect}: training loss {_fmt(train.last)} (best {_fmt(train.best)}), test loss "
+                f"{_fmt([row['loss'] for row in test])} (best {_fmt(held.best)})"
+            )
         if stop():
             self.interrupt(step, stop())
         train_terms = evaluate(
@@ -581,11 +612,32 @@ class _PopulationRun:
                 },
             )
 
+    def _watch(self, split: str, step: int, losses) -> None:
+        """Raises `DivergedError` for the models whose `split` loss stayed far above its best (`DivergenceGuard`)."""
+        guard = self.guards[split]
+        best = guard.best.copy()
+        diverged = guard.update(losses)
+        if diverged:
+            figures = "; ".join(f"{self.runs[m]}: {losses[m]:.4g} against a best of {best[m]:.4g}" for m in diverged)
+            raise self._diverged(
+                f"the {'training' if split == 'train' else 'test'} loss diverged by step {step}, above "
+                f"{guard.factor:g}x its best at two {'log periods' if split == 'train' else 'evaluations'} in a row, "
+                f"for (beta, seed) {figures}"
+            )
+
+    def _suspect(self, step: int) -> list:
+        """The (beta, seed) models whose loss is suspect at `step`: at the last log period or evaluation, or at the
+        last update (between log periods; at the last good checkpoint's step, none was made since)."""
+        now = self.guards["train"].suspect | self.guards["test"].suspect
+        if step != self.last_good:
+            now = now | self.guards["train"].above(sweep.to_host(self.population.last_metrics())["loss"])
+        return [self.runs[m] for m in np.flatnonzero(now)]
+
     def _diverged(self, what: str) -> DivergedError:
         """The error of a diverged run: what happened, which checkpoint exists, and what to do."""
         self._close()
         if self.last_good > 0:
-            kept = f"the last finite checkpoint (step {self.last_good}) is kept in {self.checkpoints.directory}"
+            kept = f"the last good checkpoint (step {self.last_good}) is kept in {self.checkpoints.directory}"
         else:
             kept = "no checkpoint was written before that"
         return DivergedError(

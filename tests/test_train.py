@@ -99,7 +99,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
         checkpoint_every_steps=1,
         log_every_steps=1,
     )
-    with pytest.raises(FloatingPointError, match=r"non-finite.*the last finite checkpoint \(step [1-9]\d*\) is kept"):
+    with pytest.raises(FloatingPointError, match=r"non-finite.*the last good checkpoint \(step [1-9]\d*\) is kept"):
         train.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "results.json").exists()
     import orbax.checkpoint as ocp
@@ -337,7 +337,7 @@ def test_divergence_before_any_checkpoint_says_none_exists(tmp_path):
     )
     with pytest.raises(FloatingPointError, match="no checkpoint was written before that") as raised:
         train.train_and_evaluate(config, str(tmp_path))
-    assert "new --workdir" in str(raised.value) and "last finite checkpoint" not in str(raised.value)
+    assert "new --workdir" in str(raised.value) and "last good checkpoint" not in str(raised.value)
     assert not list(tmp_path.glob("checkpoint*")) and not (tmp_path / "results.json").exists()
     for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
