@@ -18,6 +18,8 @@ same batches.
 Provenance: every run's results.json records the commits that trained it (``run.commits``; ``run.commit`` is
 the one that finished it). The runner refuses a work tree with uncommitted changes unless asked
 (``allow_dirty``); a run trained from one keeps the diff beside its results (``code-<hash>.diff``).
+A run counts as finished only when its folder can be trusted (`scan_results`: its files parse, its numbers are
+finite, its config's key is the folder's); any other is trained again, and the status says why.
 `migrate_keys` renames results folders (and the programs' work directories) whose key an earlier key scheme
 computed.
 """
@@ -40,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
-from echo_jax import disentanglement, identity, sweep, train, trained
+from echo_jax import disentanglement, identity, sweep, train, trained, validation
 from echo_jax import workdir as workdir_lib
 from echo_jax.errors import ConfigError, UserError
 from echo_jax.files import write_atomic
@@ -99,7 +101,9 @@ def load_config_file(spec: str, root: str = ".") -> ml_collections.ConfigDict:
     module_spec = importlib.util.spec_from_file_location(f"_campaign_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    config = module.get_config(arg) if arg else module.get_config()
+    validation.require_config_dict(config, f"config file {path}")
+    return config
 
 
 # ----------------------------------------------------------------------------------------------- plan
@@ -154,6 +158,7 @@ def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] |
 
     A run asked for by several groups appears once, at its first place, listing all its groups.
     """
+    validation.require_config_dict(campaign, "the campaign file")
     names = [g.name for g in campaign.groups]
     wanted = list(groups) if groups else names
     unknown = sorted(set(wanted) - set(names))
@@ -275,16 +280,39 @@ def _program(runs: list[Run], betas: list[float], seeds: list[int]) -> Program:
 
 
 def finished_runs(results_dir: str) -> dict[str, str]:
-    """key -> directory of every finished run (one with a results.json) under `results_dir`."""
-    found = {}
-    for path in glob.glob(os.path.join(results_dir, "**", "results.json"), recursive=True):
+    """key -> directory of every finished run under `results_dir` whose files can be trusted (`scan_results`)."""
+    return scan_results(results_dir)[0]
+
+
+def scan_results(results_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The run folders under `results_dir` (those with a results.json): key -> directory of the finished ones, and
+    key -> why for the others, which are trained again. A run is finished when its config.json and results.json
+    parse, its config's `run_key` is its folder's key, and its results are one finite row of its (beta, seed)."""
+    found, rejected = {}, {}
+    for path in sorted(glob.glob(os.path.join(results_dir, "**", "results.json"), recursive=True)):
         directory = os.path.dirname(path)
-        found[os.path.basename(directory).rsplit("_", 1)[-1]] = directory
-    return found
+        key = os.path.basename(directory).rsplit("_", 1)[-1]
+        try:
+            config = workdir_lib.read_config(os.path.join(directory, "config.json"))
+            if run_key(config) != key:
+                raise UserError(f"config.json's run key is {run_key(config)}, not the folder's {key}")
+            workdir_lib.read_results(directory, ml_collections.ConfigDict(config))
+        except (UserError, AttributeError, KeyError, TypeError, ValueError) as e:
+            rejected[key] = " ".join(str(e).split(";")[0].replace(directory + os.sep, "").split())
+            continue
+        found[key] = directory
+    return found, rejected
 
 
-def status_lines(campaign: ml_collections.ConfigDict, runs: Sequence[Run], done: dict[str, str]) -> list[str]:
-    """Done and pending runs per group, pending ones summarised per (variant, dataset, beta)."""
+def status_lines(
+    campaign: ml_collections.ConfigDict,
+    runs: Sequence[Run],
+    done: dict[str, str],
+    rejected: dict[str, str] | None = None,
+) -> list[str]:
+    """Done and pending runs per group, pending ones summarised per (variant, dataset, beta), and those whose
+    folder cannot be trusted (`rejected`, from `scan_results`) one per line with the reason."""
+    rejected = rejected or {}
     lines = []
     for g in campaign.groups:
         members = [r for r in runs if g.name in r.groups]
@@ -297,6 +325,9 @@ def status_lines(campaign: ml_collections.ConfigDict, runs: Sequence[Run], done:
         )
         summary: dict[tuple, list[int]] = defaultdict(list)
         for r in pending:
+            if r.key in rejected:
+                lines.append(f"  pending ({rejected[r.key]}): {r.describe()}")
+                continue
             summary[(r.variant, r.config.dataset, r.beta)].append(r.seed)
         for (variant, dataset, beta), seeds in summary.items():
             lines.append(f"  pending: {variant} {dataset} beta={beta:g} seeds {','.join(map(str, seeds))}")
@@ -454,8 +485,10 @@ def run_campaign(
     """
     start = clock()
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
+    if max_minutes is not None and not max_minutes > 0:
+        raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
     runs = plan(campaign, root, groups)
-    done = finished_runs(results_dir)
+    done, rejected = scan_results(results_dir)
     missing = [r for r in runs if not is_done(r, done)]
     todo = programs(missing, layout)
     commit = identity.code_commit()
@@ -466,6 +499,9 @@ def run_campaign(
             "them; commit the changes, or pass --allow-dirty to train anyway (each run then keeps the diff)"
         )
     diff = identity.code_diff() if dirty and todo else ""
+    for r in missing:
+        if r.key in rejected:
+            log(f"{r.describe()} is trained again: {rejected[r.key]}")
     log(
         f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
         f"{len(missing)} to train in {len(todo)} program(s)"
@@ -500,8 +536,8 @@ def run_campaign(
             for m, run in enumerate(program.runs):
                 write_run(results_dir, run, program, workdir, results["results"][m], results.get("provenance"))
                 log(f"finished {run.describe()}: {_summary(results['results'][m]['test'])} -> {run.path}")
-    done = finished_runs(results_dir)
-    for line in status_lines(campaign, runs, done):
+    done, rejected = scan_results(results_dir)
+    for line in status_lines(campaign, runs, done, rejected):
         log(line)
     return all(is_done(r, done) for r in runs)
 

@@ -8,7 +8,11 @@ directory, one sub-directory per saved step, as orbax-checkpoint's `CheckpointMa
 
 A save is written under ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` when complete, so a
 crash mid-save leaves only a temporary directory, which is never read and is removed the next time a
-`Checkpointer` opens the directory.
+`Checkpointer` opens the directory (and at once when the save fails, a full disk say).
+
+The meta also holds the sha256 of the state's arrays (``state_sha256``), checked when the step is restored:
+arrays changed on disk after the save are refused rather than trained on. Checkpoints saved before the
+checksum existed restore without it.
 
 `convert_msgpack_checkpoint` turns a single-file checkpoint (``checkpoint*.msgpack``) that echo-jax 0.1 wrote
 into an orbax checkpoint of the same step, once, so work directories of that version still resume (the run
@@ -17,9 +21,14 @@ reads orbax checkpoints only).
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import json
 import logging as std_logging
 import os
+import shutil
+import time
 from typing import Any, Self
 
 import jax
@@ -28,12 +37,13 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from flax import serialization
 
-from echo_jax.errors import WorkdirError
-from echo_jax.files import dumps_strict
+from echo_jax.errors import UserError, WorkdirError
+from echo_jax.files import disk_full, dumps_strict, is_disk_full
 
 __all__ = ["Checkpointer", "convert_msgpack_checkpoint", "read_msgpack_checkpoint"]
 
 _STATE, _META = "state", "meta"
+_CHECKSUM = "state_sha256"  # the meta's key of the state's checksum (`_state_sha256`)
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))  # .../site-packages/orbax
 
 
@@ -172,10 +182,22 @@ class Checkpointer:
             raise ValueError(f"cannot save step {step} in {self._directory}: it already holds step {latest}")
         _check_state(state)
         _check_meta(meta)
+        checksum = _state_sha256(state)
+        meta = meta if checksum is None else {**meta, _CHECKSUM: checksum}
         args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)})
-        if not self._manager.save(step, args=args, force=True):  # force: ignore orbax's save-interval policy
-            raise RuntimeError(f"orbax did not save step {step} in {self._directory}")
-        self._manager.wait_until_finished()  # no-op while synchronous; keeps `save` synchronous regardless
+        try:
+            if not self._manager.save(step, args=args, force=True):  # force: ignore orbax's save-interval policy
+                raise RuntimeError(f"orbax did not save step {step} in {self._directory}")
+            self._manager.wait_until_finished()  # no-op while synchronous; keeps `save` synchronous regardless
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                self._manager.close()
+            self._orbax = None  # opened again on next use
+            if jax.process_index() == 0:  # the half-written step: never read, but it takes the space
+                _remove_temporary(self._directory)
+            if is_disk_full(e) and not isinstance(e, UserError):
+                raise disk_full(self._directory, e) from e
+            raise
 
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
         """Reads the checkpoint of `step` (default: the latest).
@@ -233,6 +255,13 @@ class Checkpointer:
                 raise TypeError(f"its meta is a {type(meta).__name__}, not a dict")
         except Exception as e:  # as above
             raise WorkdirError(_unreadable(path, e, restart)) from e
+        saved_checksum = meta.pop(_CHECKSUM, None)  # None: saved before checkpoints carried one
+        checksum = _state_sha256(state) if saved_checksum is not None else None
+        if checksum is not None and checksum != saved_checksum:
+            raise WorkdirError(
+                f"checkpoint {path} fails its checksum (its arrays changed on disk after the save); delete that "
+                f"folder to resume that part of the run {restart}"
+            )
         return state, meta
 
     def _steps(self) -> list[int]:
@@ -350,6 +379,37 @@ def _check_meta(meta) -> None:
         raise ValueError(f"meta cannot be written as JSON ({e})") from None
     if json.loads(text) != meta:  # tuples, non-string keys: JSON would hand back something else
         raise ValueError("meta does not survive JSON unchanged (tuples or non-string keys?): use lists and str keys")
+
+
+def _remove_temporary(directory: str, settle_seconds: float = 0.3, limit_seconds: float = 5.0) -> None:
+    """Removes the temporary folders of a failed save. The writer of another item of the step may still be
+    finishing when one item's failure reaches us (tensorstore writes from its own threads, which orbax does not
+    wait for): remove until none comes back for `settle_seconds`."""
+    pattern = os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")
+    deadline, quiet_since = time.monotonic() + limit_seconds, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - quiet_since < settle_seconds:
+        leftovers = glob.glob(pattern)
+        for tmp in leftovers:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if leftovers:
+            quiet_since = time.monotonic()
+        time.sleep(0.05)
+
+
+def _state_sha256(state) -> str | None:
+    """The sha256 of a state's arrays (names, dtypes, shapes and bytes), or None when a process does not hold
+    them all (arrays sharded across processes are not checksummed)."""
+    digest = hashlib.sha256()
+    for name, leaf in sorted(_orbax_flat(ocp.tree.serialize_tree(state)).items()):
+        if isinstance(leaf, jax.Array):
+            if not leaf.is_fully_addressable:
+                return None
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _expected(leaf) -> jax.ShapeDtypeStruct:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 from collections.abc import Callable
 
 import jax
@@ -33,7 +32,6 @@ import numpy as np
 from echo_jax import metrics, report
 from echo_jax.data import ArrayDataset, dsprites
 from echo_jax.errors import ConfigError
-from echo_jax.files import write_atomic
 from echo_jax.model import Autoencoder
 from echo_jax.networks import cpu_compiler_options
 
@@ -232,12 +230,10 @@ def write_report(out_dir: str, results: dict | list[dict]) -> str:
     """`echo_jax.report.write_report` (results.md with the rate-distortion table; plots for two or more betas),
     with the disentanglement scores' table under it in results.md; returns the text of results.md."""
     rows = results["results"] if isinstance(results, dict) else results
-    text = report.write_report(out_dir, rows)
     scores = markdown_table(rows)
     if scores:
-        text += (
+        scores = (
             "\nDisentanglement scores on all of dSprites' factor combinations (heldout_mig: on the combinations "
             "correlated dSprites removed from training); per-factor values are in results.json.\n\n" + scores
         )
-        write_atomic(os.path.join(out_dir, "results.md"), text)
-    return text
+    return report.write_report(out_dir, rows, appendix=scores)

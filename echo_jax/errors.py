@@ -17,6 +17,10 @@ class DivergedError(UserError, FloatingPointError):
     """Training or evaluation produced non-finite numbers, or a loss far above its own best (`echo_jax.divergence`)."""
 
 
+class DiskFullError(UserError, OSError):
+    """A write found the disk full; the files written before are as they were."""
+
+
 class Interrupted(Exception):
     """A run stopped before its end with its work saved (a signal, a time budget): the command lines print the
     message as one line and exit with `exit_status` (128 + the signal's number for a signal)."""

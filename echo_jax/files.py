@@ -1,10 +1,14 @@
-"""Writing run files safely: atomic replacement and JSON-lines logs."""
+"""Run files: atomic replacement, JSON-lines logs, and JSON read back with one-line errors."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+from typing import Any
+
+from echo_jax.errors import DiskFullError, WorkdirError
 
 
 def _create_temporary(directory: str, name: str) -> tuple[int, str]:
@@ -52,7 +56,58 @@ def dumps_strict(obj, **kwargs) -> str:
 
 
 def append_jsonl(path: str, record: dict) -> None:
-    """Appends one strict JSON record as a line."""
+    """Appends one strict JSON record as a line; a failed append (a full disk) leaves the file as it was."""
     line = dumps_strict(record) + "\n"
     with open(path, "a") as f:
-        f.write(line)
+        size = f.tell()
+        try:
+            f.write(line)
+            f.flush()
+        except BaseException:
+            f.truncate(size)  # no torn line behind
+            raise
+
+
+def read_json(path: str, fix: str) -> dict:
+    """The JSON object in the run file at `path`.
+
+    Raises:
+      WorkdirError: the file cannot be read, is not JSON (truncated, say) or holds no object; the one line names
+        the file, the problem and `fix`.
+    """
+    try:
+        with open(path, "rb") as f:
+            content = json.loads(f.read())
+    except OSError as e:
+        raise WorkdirError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        why = f"{e.msg} at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)[:80]
+        raise WorkdirError(f"{path} is not valid JSON ({why}); {fix}") from None
+    if not isinstance(content, dict):
+        raise WorkdirError(f"{path} holds a JSON {type(content).__name__}, not an object; {fix}")
+    return content
+
+
+def first_non_finite(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinity in a JSON value (e.g. ``results[0].test.rate``), or None."""
+    if isinstance(value, float):
+        return None if value - value == 0 else where or "the value"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = first_non_finite(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` says the disk (or the user's quota) is full, also where a library rewrapped the OSError."""
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+
+
+def disk_full(where: str, error: BaseException) -> DiskFullError:
+    """The one-line error of a write that found the disk full."""
+    return DiskFullError(
+        f"the disk is full: writing in {where} failed ({' '.join(str(error).split())[:120]}); nothing finished was "
+        "overwritten: free some space (or give a --workdir on another disk) and run the same command to resume"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
 from collections import defaultdict
 from collections.abc import Iterable
@@ -15,15 +15,46 @@ from echo_jax.files import write_atomic
 
 
 def load_results(workdirs: Iterable[str]) -> list[dict]:
-    """Every run recorded in the results.json of each work directory."""
-    rows = []
+    """Every run recorded in the results.json of each work directory, checked (`echo_jax.workdir.read_results`).
+
+    Raises:
+      WorkdirError: a work directory is given twice, is not finished, or its files cannot be trusted.
+    """
+    from echo_jax import workdir as workdir_lib  # imports jax: only when reading work directories
+
+    rows, seen = [], {}
     for workdir in workdirs:
+        real = os.path.realpath(workdir)
+        if real in seen:
+            raise WorkdirError(f"--workdir {workdir} is given twice (as {seen[real]}); give each work directory once")
+        seen[real] = workdir
         path = os.path.join(workdir, "results.json")
         if not os.path.exists(path):
             raise WorkdirError(f"{path} not found: is {workdir} a finished experiment's work directory?")
-        with open(path) as f:
-            rows.extend(json.load(f)["results"])
+        rows.extend(workdir_lib.read_results(workdir)["results"])
     return rows
+
+
+def write_if_changed(path: str, text: str) -> bool:
+    """Writes `text` to `path` unless the file holds it already (a finished run is reported again without writing,
+    also where its folder is read-only); returns whether it wrote.
+
+    Raises:
+      WorkdirError: the file must change but cannot be written.
+    """
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        write_atomic(path, text)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise WorkdirError(f"{path} cannot be written ({e.strerror}); make its folder writable or give --out") from None
+    return True
 
 
 def method_name(row: dict) -> str:
@@ -145,20 +176,25 @@ def plot_elbo_vs_beta(rows: list[dict], path: str) -> None:
         ax.set_title("Test -ELBO against beta")
 
 
-def write_report(out_dir: str, rows: list[dict] | dict, *, plots: bool = True, note: str = "") -> str:
-    """Writes results.md (and, for two or more betas, the two plots) into out_dir; returns the table.
+def write_report(
+    out_dir: str, rows: list[dict] | dict, *, plots: bool = True, note: str = "", appendix: str = ""
+) -> str:
+    """Writes results.md (and, for two or more betas, the two plots) into out_dir; returns the table (and the
+    appendix). Nothing is written when results.md already holds this report.
 
     Args:
       out_dir: where to write.
       rows: result rows, or the content of a results.json.
       plots: draw the PNG plots (when the runs span at least two betas).
       note: a paragraph written above the table (e.g. the budget the runs had).
+      appendix: text written below the table (e.g. more tables).
     """
     if isinstance(rows, dict):
         rows = rows["results"]
     os.makedirs(out_dir, exist_ok=True)
-    table = markdown_table(rows)
-    write_atomic(os.path.join(out_dir, "results.md"), (note + "\n\n" if note else "") + table)
+    table = markdown_table(rows) + appendix
+    if not write_if_changed(os.path.join(out_dir, "results.md"), (note + "\n\n" if note else "") + table):
+        return table  # the same rows as when it was written: the plots are those of this table too
     if plots and len({r["beta"] for r in rows}) >= 2:
         plot_rate_distortion(rows, os.path.join(out_dir, "rate_distortion.png"))
         plot_elbo_vs_beta(rows, os.path.join(out_dir, "neg_elbo_vs_beta.png"))

@@ -13,6 +13,11 @@ data stream from different generators. The work directory's files are described 
 rerunning on the same directory resumes from the latest checkpoint and ends with the same numbers as an
 uninterrupted run. A run holds its work directory's lock (`echo_jax.workdir.Lock`) from start to end, and
 SIGINT or SIGTERM stops it with a checkpoint where it is (`RunInterrupted`).
+
+A run that diverges stops with `DivergedError` and writes no results: non-finite numbers at once, a finite loss
+held far above its own best (`echo_jax.divergence`) after two log periods (two evaluations, or at the end);
+no checkpoint is written while a loss is suspect, so the last one kept is good. A full disk is one line
+(`echo_jax.errors.DiskFullError`); every file is written atomically, so nothing finished is overwritten.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from echo_jax import workdir as workdir_lib
 from echo_jax.data import ArrayDataset
 from echo_jax.divergence import DivergenceGuard
 from echo_jax.errors import ConfigError, DivergedError, Interrupted, UserError, WorkdirError
-from echo_jax.files import append_jsonl, dumps_strict, write_atomic
+from echo_jax.files import append_jsonl, disk_full, dumps_strict, is_disk_full, write_atomic
 from echo_jax.identity import data_seed_of
 from echo_jax.model import Autoencoder
 
@@ -185,34 +190,45 @@ def train_and_evaluate(
         if finished is not None:
             logging.info("%s already holds the finished run; returning its results", workdir)
             return finished
-        train_set, test_set = load_datasets(config)
-        workdir_lib.prepare(config, workdir)
-        runs = sweep.runs_of(config)
-        program = _build_program(config, workdir, train_set, test_set, evaluators or {})
-        chunk_size, data_loop = _hardware_layout(program, runs)
-        program = dataclasses.replace(program, data_loop=data_loop)
-        rows, commits = [], []
-        for first in range(0, len(runs), chunk_size):
-            chunk = runs[first : first + chunk_size]
-            held = identity.checkpoint_identity(chunk, first // chunk_size, chunk_size, len(runs))
-            name = "checkpoints" if chunk_size >= len(runs) else f"checkpoints-{first // chunk_size}"
-            population_rows, population_commits = train_population(
-                program,
-                chunk,
-                held,
-                os.path.join(workdir, name),
-                on_step=on_step,
-                should_stop=should_stop,
-                signals=signals,
-            )
-            rows += population_rows
-            commits += [c for c in population_commits if c not in commits]
-        # provenance: every commit that trained part of the run, in order (None: a part trained before checkpoints
-        # recorded their commit).
-        results = {"experiment": config.experiment, "results": rows, "provenance": {"commits": commits}}
-        if jax.process_index() == 0:
-            write_atomic(os.path.join(workdir, "results.json"), dumps_strict(results, indent=2))
-        return results
+        workdir_lib.require_writable(workdir)
+        try:
+            return _train_and_evaluate(config, workdir, evaluators, on_step, should_stop, signals)
+        except OSError as e:
+            if is_disk_full(e) and not isinstance(e, UserError):
+                raise disk_full(workdir, e) from e
+            raise
+
+
+def _train_and_evaluate(config, workdir: str, evaluators, on_step, should_stop, signals) -> dict:
+    """The work of `train_and_evaluate` once the work directory is checked and locked."""
+    train_set, test_set = load_datasets(config)
+    workdir_lib.prepare(config, workdir)
+    runs = sweep.runs_of(config)
+    program = _build_program(config, workdir, train_set, test_set, evaluators or {})
+    chunk_size, data_loop = _hardware_layout(program, runs)
+    program = dataclasses.replace(program, data_loop=data_loop)
+    rows, commits = [], []
+    for first in range(0, len(runs), chunk_size):
+        chunk = runs[first : first + chunk_size]
+        held = identity.checkpoint_identity(chunk, first // chunk_size, chunk_size, len(runs))
+        name = "checkpoints" if chunk_size >= len(runs) else f"checkpoints-{first // chunk_size}"
+        population_rows, population_commits = train_population(
+            program,
+            chunk,
+            held,
+            os.path.join(workdir, name),
+            on_step=on_step,
+            should_stop=should_stop,
+            signals=signals,
+        )
+        rows += population_rows
+        commits += [c for c in population_commits if c not in commits]
+    # provenance: every commit that trained part of the run, in order (None: a part trained before checkpoints
+    # recorded their commit).
+    results = {"experiment": config.experiment, "results": rows, "provenance": {"commits": commits}}
+    if jax.process_index() == 0:
+        write_atomic(os.path.join(workdir, "results.json"), dumps_strict(results, indent=2))
+    return results
 
 
 def _build_program(config, workdir: str, train_set, test_set, evaluators) -> Program:

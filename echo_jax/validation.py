@@ -37,6 +37,15 @@ def check_encoder_marginal(encoder: str, marginal: str) -> None:
         )
 
 
+def require_config_dict(value: Any, what: str = "the config file") -> None:
+    """Raises ConfigError unless `value` (what a config file's get_config returned) is a ConfigDict."""
+    if not isinstance(value, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"{what}'s get_config() returned a {type(value).__name__}, not an ml_collections.ConfigDict; make it "
+            "return one"
+        )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for the first field whose value the experiment cannot use.
 
@@ -45,6 +54,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """
     from echo_jax import data, sweep  # the dataset names and betas parsing (imports jax)
 
+    require_config_dict(config)
     get = config.get
     _choice("experiment", get("experiment"))
     _choice("dataset", config.dataset, tuple(data.available()))
@@ -80,6 +90,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         betas = sweep.betas_of(config)
     except ValueError as e:
         raise ConfigError(f"config.betas = {config.betas!r}: {e}") from None
+    repeated = sorted({b for b in betas if betas.count(b) > 1})
+    if repeated:
+        raise ConfigError(
+            f"config.betas = {config.betas!r}: beta {repeated[0]:g} is listed twice; list each beta once "
+            "(num_seeds trains several models per beta)"
+        )
     for beta in betas:
         _number(
             "betas" if config.betas not in ("", None) else "beta",

@@ -5,13 +5,20 @@ loop, decided once), ``metrics.jsonl`` (training and evaluation logs), ``checkpo
 per program of a sweep run in chunks: ``checkpoints-<chunk>/``), optionally ``tensorboard/`` and, at the end,
 ``results.json``; and ``lock``, which the process running the run holds an OS lock on (`lock`). Work
 directories of echo-jax 0.1 (flat config.json, ``checkpoint*.msgpack``) resume.
+
+Nothing read back is believed unchecked: config.json and results.json must be JSON objects, and a results.json
+must hold a finite row per (beta, seed) model of its config (`read_results`); otherwise a one-line
+`WorkdirError` names the file and the fix, before anything is written. A read-only work directory is still read
+(its finished run answers); one whose run must still write is refused (`require_writable`).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import json
+import numbers
 import os
 import socket
 from collections.abc import Callable
@@ -20,9 +27,9 @@ import jax
 import ml_collections
 from absl import logging
 
-from echo_jax import identity
+from echo_jax import identity, sweep
 from echo_jax.errors import WorkdirError
-from echo_jax.files import write_atomic
+from echo_jax.files import first_non_finite, read_json, write_atomic
 
 LOCK_FILE = "lock"
 
@@ -52,13 +59,27 @@ class Lock:
         if jax.process_index() != 0:
             return
         created = not os.path.exists(workdir)
-        os.makedirs(workdir, exist_ok=True)
+        if not created and not os.path.isdir(workdir):
+            raise WorkdirError(f"workdir {workdir} is a file, not a directory; give the path of a directory")
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+            raise WorkdirError(f"workdir {workdir} cannot be created ({e.strerror}); give another --workdir") from None
         path = os.path.realpath(os.path.join(workdir, LOCK_FILE))
         if path in Lock._held:
             Lock._held[path][1] += 1
             self.path = path
             return
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        cloexec = getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd, writable = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o666), True
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # A read-only work directory: a finished run there is still read (`require_writable` guards writes).
+            if not os.path.exists(path):
+                return
+            fd, writable = os.open(path, os.O_RDONLY | cloexec), False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,8 +90,9 @@ class Lock:
                 f"workdir {workdir} is in use by {who}: one process at a time trains a work directory; wait for "
                 "it to end, or use another --workdir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{socket.gethostname()} {os.getpid()}\n".encode(), 0)
         Lock._held[path] = [fd, 1, created]
         self.path = path
 
@@ -113,7 +135,8 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     an unset data_seed, unless the seed is 0 too).
 
     Raises:
-      WorkdirError: `workdir` holds the files of another run, or run files without a config.json.
+      WorkdirError: `workdir` holds the files of another run, run files without a config.json, or a config.json
+        or results.json that cannot be trusted (`read_results`).
     """
     config_path = os.path.join(workdir, "config.json")
     results_path = os.path.join(workdir, "results.json")
@@ -124,8 +147,7 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
                 "use a new --workdir, or delete that one to start over"
             )
         return None
-    with open(config_path) as f:
-        held = json.load(f)
+    held = read_config(config_path)
     differing = identity.workdir_mismatch(held, config)
     if differing:
         raise WorkdirError(
@@ -134,8 +156,72 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
         )
     if not os.path.exists(results_path):
         return None
-    with open(results_path) as f:
-        return json.load(f)
+    return read_results(workdir, config)
+
+
+def read_config(path: str) -> dict:
+    """The run config in a config.json (a JSON object with a dataset), or `WorkdirError` in one line."""
+    fix = "restore it, or use a new --workdir (or delete that one to start over)"
+    held = read_json(path, fix)
+    if "dataset" not in held:
+        raise WorkdirError(f"{path} is not a run's config (it has no dataset field); {fix}")
+    return held
+
+
+def read_results(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
+    """The results.json of the finished run in `workdir`, checked before it is believed: a JSON object with a row
+    per (beta, seed) model of the run's config (`config`, else the work directory's config.json) and finite
+    numbers only (the runner never writes others).
+
+    Raises:
+      WorkdirError: one line naming the file, what is wrong and the fix.
+    """
+    path = os.path.join(workdir, "results.json")
+    fix = "delete it and run the same command again: a finished checkpoint writes it again, else the run retrains"
+    results = read_json(path, fix)
+    if config is None and os.path.exists(os.path.join(workdir, "config.json")):
+        config = ml_collections.ConfigDict(read_config(os.path.join(workdir, "config.json")))
+    try:
+        runs = None if config is None else sweep.runs_of(config)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a config.json older than these fields
+        runs = None
+    problem = results_problem(results, runs)
+    if problem:
+        raise WorkdirError(f"{path} cannot be trusted: {problem}; {fix}")
+    return results
+
+
+def results_problem(results: dict, runs: list | None) -> str | None:
+    """What is wrong with the content of a results.json for the (beta, seed) `runs` (None: any), or None."""
+    rows = results.get("results")
+    if not isinstance(rows, list) or not rows:
+        return "it has no list of results"
+    number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
+    for i, row in enumerate(rows):
+        test = row.get("test") if isinstance(row, dict) else None
+        if not isinstance(test, dict) or not test or not number(row.get("beta")) or not number(row.get("seed")):
+            return f"results[{i}] is not a model's row (beta, seed and test terms)"
+        if not all(number(v) for v in test.values()):
+            return f"results[{i}].test holds a value that is not a number"
+    held = [(float(r["beta"]), int(r["seed"])) for r in rows]
+    if runs is not None and held != [(float(b), int(s)) for b, s in runs]:
+        return f"it holds the (beta, seed) models {held}, its config trains {[tuple(r) for r in runs]}"
+    bad = first_non_finite(results)
+    return f"{bad} is not a finite number" if bad else None
+
+
+def require_writable(workdir: str) -> None:
+    """Raises `WorkdirError` unless a file can be created in `workdir` (tried, since permissions do not tell:
+    root writes anywhere but on a read-only file system)."""
+    probe = os.path.join(workdir, f".tmp-probe-{os.getpid()}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.remove(probe)
+    except OSError as e:
+        raise WorkdirError(
+            f"workdir {workdir} is not writable ({e.strerror}) and its run is not finished; make it writable, or use "
+            "another --workdir"
+        ) from None
 
 
 def checkpoint_files(workdir: str) -> list[str]:
@@ -176,9 +262,8 @@ def layout(
     path = os.path.join(workdir, "layout.json")
     runs = [list(r) for r in runs]
     if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
-        if recorded["runs"] != runs:
+        recorded = read_json(path, "delete it (the run decides it again) or use a new --workdir")
+        if recorded.get("runs") != runs or not isinstance(recorded.get("chunk_size"), int):
             raise WorkdirError(f"{path} records other (beta, seed) runs than this config's; use a new --workdir")
         return int(recorded["chunk_size"]), recorded.get("data_loop", "host")
     data_loop = decide_data_loop()

@@ -19,7 +19,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from echo_jax import campaign as campaign_lib
-from echo_jax import cli
+from echo_jax import cli, validation
 
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
 _GROUPS = flags.DEFINE_multi_string("group", None, "Only this group (repeatable); default: all, in order.")
@@ -51,6 +51,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     campaign = _CAMPAIGN.value
+    validation.require_config_dict(campaign, "the campaign file")
     root = campaign_lib.config_root(config_flags.get_config_filename(flags.FLAGS["campaign"]))
     results_dir = os.path.join(_RESULTS.value, campaign.name)
     if _MIGRATE_KEYS.value:
@@ -61,7 +62,7 @@ def main(argv):
         return
     if _STATUS.value:
         runs = campaign_lib.plan(campaign, root, _GROUPS.value)
-        for line in campaign_lib.status_lines(campaign, runs, campaign_lib.finished_runs(results_dir)):
+        for line in campaign_lib.status_lines(campaign, runs, *campaign_lib.scan_results(results_dir)):
             print(line)
         return
     campaign_lib.run_campaign(

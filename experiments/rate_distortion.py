@@ -14,7 +14,7 @@ ends with one line, `error: ...`, and exit status 1 (ECHO_JAX_TRACEBACK=1 shows 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from echo_jax import cli, defaults
+from echo_jax import cli, defaults, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -32,6 +32,7 @@ def main(argv):
     from echo_jax import disentanglement, report, train  # after the flags: --help and flag errors need none of it
 
     config = _CONFIG.value
+    validation.require_config_dict(config)  # before the evaluators read it
     results = train.train_and_evaluate(config, _WORKDIR.value, evaluators=disentanglement.evaluators(config))
     print(report.write_report(_WORKDIR.value, results))
 

@@ -391,7 +391,8 @@ def old_scheme_results(tmp_path, sidecar=True):
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (directory / "metrics.jsonl").write_text('{"split": "test", "step": 4}\n')
     (directory / "samples.png").write_bytes(b"png")
-    results = {"experiment": "rate_distortion", "results": [{"beta": 0.0}], "run": {"key": old, "commit": CLEAN}}
+    row = {"beta": 0.0, "seed": 1, "test": {"rate": 1.0}}  # a row a finished run has
+    results = {"experiment": "rate_distortion", "results": [row], "run": {"key": old, "commit": CLEAN}}
     (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if sidecar:
         (directory / "params.json").write_text(json.dumps({"key": old, "config": config}, indent=2) + "\n")

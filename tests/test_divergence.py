@@ -27,3 +27,19 @@ def test_the_guard_resumes_with_its_bests():
     resumed.load(guard.state())
     assert resumed.update([600.0, 61.0]) == [] and resumed.suspect.tolist() == [True, False]
     assert DivergenceGuard(1).state() == {"best": [None]}
+
+
+def test_early_training_and_models_of_other_scales_are_never_suspect():
+    # The first periods' large drops, a noisy plateau, and a sweep whose models' losses differ 50-fold (a beta
+    # of 0 next to a large one): each model is judged against its own best only.
+    guard = DivergenceGuard(2)
+    for losses in ([550.0, 28_000.0], [300.0, 9_000.0], [180.0, 2_500.0], [210.0, 2_900.0], [150.0, 2_400.0]):
+        assert guard.update(losses) == [] and not guard.any_suspect
+    assert list(guard.best) == [150.0, 2400.0]
+
+
+def test_above_judges_without_recording():
+    guard = DivergenceGuard(2)
+    guard.update([100.0, 100.0])
+    assert guard.above([1001.0, 999.0]).tolist() == [True, False]
+    assert not guard.any_suspect and list(guard.best) == [100.0, 100.0]
