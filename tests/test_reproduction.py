@@ -150,6 +150,8 @@ def write_run(results_dir, run, test, curve):
         "steps": 500,
         "seconds": 1.0,
     }
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        f.write(run.config.to_json())  # a run counts as finished only with the config its folder's key names
     with open(os.path.join(directory, "results.json"), "w") as f:
         json.dump({"experiment": "rate_distortion", "results": [row], "run": {"commit": "abc"}}, f)
     with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
