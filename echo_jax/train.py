@@ -190,7 +190,8 @@ def train_and_evaluate(
         if finished is not None:
             logging.info("%s already holds the finished run; returning its results", workdir)
             return finished
-        workdir_lib.require_writable(workdir)
+        if jax.process_index() == 0:  # only process 0 writes the run's files
+            workdir_lib.require_writable(workdir)
         try:
             return _train_and_evaluate(config, workdir, evaluators, on_step, should_stop, signals)
         except OSError as e:

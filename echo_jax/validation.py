@@ -40,6 +40,8 @@ def check_encoder_marginal(encoder: str, marginal: str) -> None:
 def require_config_dict(value: Any, what: str = "the config file") -> None:
     """Raises ConfigError unless `value` (what a config file's get_config returned) is a ConfigDict."""
     if not isinstance(value, ml_collections.ConfigDict):
+        if type(value).__name__ == "_ErrorConfig":  # config_flags' stand-in for a file it could not load
+            value.get("experiment")  # raises the load error it deferred, which the command line reports
         raise ConfigError(
             f"{what}'s get_config() returned a {type(value).__name__}, not an ml_collections.ConfigDict; make it "
             "return one"
