@@ -48,7 +48,7 @@ from echo_jax.errors import ConfigError, UserError
 from echo_jax.files import write_atomic
 from echo_jax.identity import run_key, single_run_config
 
-LAYOUTS = ("auto", "per_beta", "per_variant")
+LAYOUTS = ("auto", "per_run", "per_beta", "per_variant")
 
 
 # ----------------------------------------------------------------------------------------------- spec
@@ -223,6 +223,9 @@ def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") ->
 def programs(missing: Sequence[Run], layout: str = "auto") -> list[Program]:
     """Packs runs that differ only in beta and seed into sweep programs, keeping the priority order.
 
+    per_run: one program per run. Its results land as soon as it is trained, not when the slowest model of a
+    program is: on a single CPU device (whose sweep steps models in turn, so packing saves no time) the layout
+    for long runs, or for sessions shorter than a program.
     per_beta: one program per (variant, beta) with its missing seeds (each contiguous range of seeds):
     what a single CPU device wants, since its models run back to back anyway and results land sooner.
     per_variant: all missing betas and seeds of a variant in one program when they form a full grid
@@ -245,6 +248,9 @@ def programs(missing: Sequence[Run], layout: str = "auto") -> list[Program]:
             out.append(_program(family, betas, seeds))
             continue
         for beta in betas:
+            if layout == "per_run":
+                out += [_program([r], [beta], [r.seed]) for r in family if r.beta == beta]
+                continue
             for chunk in _contiguous(sorted(r.seed for r in family if r.beta == beta)):
                 out.append(_program([r for r in family if r.beta == beta and r.seed in chunk], [beta], chunk))
     first = {id(r): i for i, r in enumerate(missing)}

@@ -110,7 +110,10 @@ def test_programs_pack_betas_and_seeds(tmp_path):
     ]
     per_variant = campaign.programs(runs, "per_variant")
     assert [len(p.runs) for p in per_variant] == [4, 4]
-    for p in per_variant + per_beta:  # a program's sweep trains exactly its runs, in its order
+    per_run = campaign.programs(runs, "per_run")
+    assert [r for p in per_run for r in p.runs] == [r for p in per_beta for r in p.runs]  # the same order
+    assert all(len(p.runs) == 1 for p in per_run)
+    for p in per_variant + per_beta + per_run:  # a program's sweep trains exactly its runs, in its order
         assert sweep.runs_of(p.config) == [(r.beta, r.seed) for r in p.runs]
         assert all(
             campaign.run_key(campaign.single_run_config(p.config, b, s)) == r.key
