@@ -28,7 +28,6 @@ def paper_campaign(
     E2. binarized MNIST, echo and vae at beta 2 and 4, seeds 0-2, trained longer (`long_overrides`);
     C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
     B. binarized MNIST, beta = 1, all 11 rate-distortion configs, seeds 0-2;
-    C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
     D. dSprites and correlated dSprites: echo, vae and echo with a TC penalty (tc_weight 10) at beta 1,
        seeds 0-2, disentanglement metrics at the protocol's sample sizes.
 
