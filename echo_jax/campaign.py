@@ -310,6 +310,53 @@ def scan_results(results_dir: str) -> tuple[dict[str, str], dict[str, str]]:
     return found, rejected
 
 
+def count_sentence(runs: Sequence[Run], done: dict[str, str], rejected: dict[str, str] | None = None) -> str:
+    """How many of a campaign's runs are finished, in the one sentence that ``--status`` and the reproduction
+    report both give.
+
+    A run asked for by several groups is one run (one key, trained once): the sentence counts it once and says
+    so, while each group's tally in `status_lines` counts it too. Finished means `is_done`: a run whose results
+    exist without the parameters file its group keeps, or whose folder cannot be trusted (`rejected`), is
+    trained again, and the sentence says how many there are.
+
+    Args:
+      runs: the campaign's planned runs (`plan`), each once.
+      done: its finished run folders (`scan_results`).
+      rejected: its untrusted run folders (`scan_results`).
+    """
+    rejected = rejected or {}
+    finished = sum(is_done(r, done) for r in runs)
+    parts = [f"{finished} of {len(runs)} distinct runs finished"]
+    shared: dict[tuple[str, ...], list[Run]] = defaultdict(list)
+    for r in runs:
+        if len(r.groups) > 1:
+            shared[tuple(r.groups)].append(r)
+    if shared:
+        pieces = [
+            f"{len(members)} shared between groups {_and(groups)} ({sum(is_done(r, done) for r in members)} finished)"
+            for groups, members in shared.items()
+        ]
+        parts.append(", ".join(pieces) + ", counted once here and in each group's own tally")
+    unkept = sum(r.key in done and not is_done(r, done) for r in runs)
+    if unkept:
+        parts.append(
+            f"{unkept} more {'has' if unkept == 1 else 'have'} results but not the parameters "
+            "their group keeps (trained again to keep them)"
+        )
+    untrusted = sum(r.key in rejected for r in runs)
+    if untrusted:
+        parts.append(
+            f"{untrusted} more {'has a folder' if untrusted == 1 else 'have folders'} that cannot be trusted "
+            "(trained again)"
+        )
+    return "; ".join(parts) + "."
+
+
+def _and(names: Sequence[str]) -> str:
+    """``A and B``, ``A, B and C``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else "".join(names)
+
+
 def status_lines(
     campaign: ml_collections.ConfigDict,
     runs: Sequence[Run],
@@ -317,7 +364,9 @@ def status_lines(
     rejected: dict[str, str] | None = None,
 ) -> list[str]:
     """Done and pending runs per group, pending ones summarised per (variant, dataset, beta), and those whose
-    folder cannot be trusted (`rejected`, from `scan_results`) one per line with the reason."""
+    folder cannot be trusted (`rejected`, from `scan_results`) or that lack the parameters they keep one per line
+    with the reason. A group's tally counts every run it asks for, those it shares with other groups too
+    (`count_sentence` counts each run once)."""
     rejected = rejected or {}
     lines = []
     for g in campaign.groups:
@@ -333,6 +382,9 @@ def status_lines(
         for r in pending:
             if r.key in rejected:
                 lines.append(f"  pending ({rejected[r.key]}): {r.describe()}")
+                continue
+            if r.key in done:
+                lines.append(f"  pending (finished without the parameters its group keeps): {r.describe()}")
                 continue
             summary[(r.variant, r.config.dataset, r.beta)].append(r.seed)
         for (variant, dataset, beta), seeds in summary.items():
@@ -509,8 +561,8 @@ def run_campaign(
         if r.key in rejected:
             log(f"{r.describe()} is trained again: {rejected[r.key]}")
     log(
-        f"campaign {campaign.name}: {len(runs) - len(missing)}/{len(runs)} runs done, "
-        f"{len(missing)} to train in {len(todo)} program(s)"
+        f"campaign {campaign.name}: {count_sentence(runs, done, rejected)} "
+        f"{len(missing)} to train in {len(todo)} program(s)."
     )
     for program in todo:
         if deadline is not None and clock() >= deadline:
@@ -543,6 +595,7 @@ def run_campaign(
                 write_run(results_dir, run, program, workdir, results["results"][m], results.get("provenance"))
                 log(f"finished {run.describe()}: {_summary(results['results'][m]['test'])} -> {run.path}")
     done, rejected = scan_results(results_dir)
+    log(f"campaign {campaign.name}: {count_sentence(runs, done, rejected)}")
     for line in status_lines(campaign, runs, done, rejected):
         log(line)
     return all(is_done(r, done) for r in runs)

@@ -62,7 +62,9 @@ def main(argv):
         return
     if _STATUS.value:
         runs = campaign_lib.plan(campaign, root, _GROUPS.value)
-        for line in campaign_lib.status_lines(campaign, runs, *campaign_lib.scan_results(results_dir)):
+        done, rejected = campaign_lib.scan_results(results_dir)
+        print(f"campaign {campaign.name}: {campaign_lib.count_sentence(runs, done, rejected)}")
+        for line in campaign_lib.status_lines(campaign, runs, done, rejected):
             print(line)
         return
     campaign_lib.run_campaign(

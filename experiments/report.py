@@ -41,7 +41,7 @@ def main(argv):
     campaign = _CAMPAIGN.value
     path = config_flags.get_config_filename(flags.FLAGS["campaign"])
     runs = campaign_lib.plan(campaign, campaign_lib.config_root(path))
-    done = campaign_lib.finished_runs(os.path.join(_RESULTS.value, campaign.name))
+    done, rejected = campaign_lib.scan_results(os.path.join(_RESULTS.value, campaign.name))
     out = _OUT.value or os.path.join("docs", "reproduction.md")
     verdicts = reproduction.write_reproduction(
         campaign,
@@ -50,6 +50,7 @@ def main(argv):
         out,
         os.path.join(os.path.dirname(out) or ".", "figures", "reproduction"),
         command=f"python -m experiments.report --campaign {path}",
+        rejected=rejected,
     )
     for v in verdicts:
         print(f"{v.status:>16}: {v.claim}")

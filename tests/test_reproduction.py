@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -193,7 +195,8 @@ def test_written_report_from_result_files(tmp_path):
             [(5.0, 150.0 + run.seed), (10.0, rate + distortion)],
         )
     verdicts, text = write_report(path, runs, results_dir, tmp_path / "docs" / "reproduction.md")
-    assert "6 of 8 runs finished" in text and "`make report`" in text
+    assert "6 of 8 distinct runs finished; 1 shared between groups A and B (1 finished), counted once" in text
+    assert "`make report`" in text
     # echo beta 1: -ELBO 115 and 113 (mean 114, sd sqrt(2)); vae beta 1: 110 and 108
     assert "| echo | 1 | 0,1 | 15.50 ± 0.71 | 98.50 ± 2.12 | 114.00 ± 1.41 | n/a |" in text
     assert "| vae | 1 | 0,1 | 10.50 ± 0.71 | 98.50 ± 2.12 | 109.00 ± 1.41 | n/a |" in text
@@ -203,6 +206,54 @@ def test_written_report_from_result_files(tmp_path):
     assert all(v.status == "not yet measured" for v in verdicts)
     assert (tmp_path / "docs" / "figures" / "tiny_mnist_sample_learning_curves.png").stat().st_size > 1000
     assert "](figures/tiny_mnist_sample_rate_distortion.png)" in text
+
+
+def test_the_report_and_the_status_count_runs_alike(tmp_path):
+    """Both commands, on one campaign's folders: a run shared by two groups, one finished without the parameters
+    its group keeps and one whose folder cannot be trusted."""
+    from tests.test_campaign import REPO, write_campaign
+
+    path = write_campaign(tmp_path)
+    with open(path) as f:
+        source = f.read().replace(
+            "    return c", '    c.keep_params = ({"variants": ("echo",), "betas": (2,), "seeds": (0,)},)\n    return c'
+        )
+    with open(path, "w") as f:
+        f.write(source)
+    runs = campaign.plan(campaign.load_config_file(path), campaign.config_root(path))
+    results_dir = str(tmp_path / "results" / "tiny")
+    for run in runs[:6]:  # beta 1 (vae seed 0 is group B's too) and echo beta 2; vae beta 2 pending
+        write_run(results_dir, run, {"rate": 10.0, "distortion": 90.0, "neg_elbo": 100.0}, [(10.0, 100.0)])
+    assert runs[4].keep_params and not runs[5].keep_params  # echo beta 2 seed 0 has no parameters file
+    with open(os.path.join(results_dir, runs[5].path, "results.json"), "w") as f:
+        f.write("{")  # echo beta 2 seed 1: not a results file
+
+    def cli(*args):
+        out = subprocess.run(
+            [sys.executable, "-m", *args, "--campaign", path, "--results", str(tmp_path / "results")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+    status = cli("experiments.campaign", "--status").splitlines()
+    report = tmp_path / "docs" / "reproduction.md"
+    cli("experiments.report", "--out", str(report))
+    text = report.read_text()
+    counted = (
+        "4 of 8 distinct runs finished; 1 shared between groups A and B (1 finished), counted once here and in each "
+        "group's own tally; 1 more has results but not the parameters their group keeps (trained again to keep "
+        "them); 1 more has a folder that cannot be trusted (trained again)."
+    )
+    assert status[0] == f"campaign tiny: {counted}"
+    assert f"`results/tiny/`: {counted} Every number" in text
+    assert status[1] == "group A: 4/8 runs done" and status[-1] == "group B: 1/1 runs done"
+    assert status[3].startswith("  pending (results.json is not valid JSON") and status[3].endswith("beta=2 seed=1")
+    assert status[2] == "  pending (finished without the parameters its group keeps): echo mnist_sample beta=2 seed=0"
+    pending = text.split("## Pending runs")[1].split("```")[1].strip("\n").splitlines()
+    assert pending == status[1:]  # the groups' tallies and pending runs, reasons included
 
 
 def test_lagrangian_gaps_by_hand():
