@@ -178,6 +178,10 @@ CHOICES = {
     "data_loop": ("auto", "host", "device"),
     "representation": ("sample", "mean"),
 }
+# The disentanglement metrics config.metrics chooses from (echo_jax.disentanglement computes them), and those an
+# unset config.metrics means: the original's two.
+METRICS = ("mig", "factor_vae", "dci", "sap", "modularity", "unsupervised")
+DEFAULT_METRICS = ("mig", "factor_vae")
 
 
 def variant(arg: str | None) -> bool:

@@ -10,6 +10,8 @@ stays ``None``: it is never confused with 0, False or "" (beta 0 is a beta; data
 - One model (one beta, one seed) is a run: `run_identity` leaves the sweep's composition out, and `run_key`
   hashes it. Campaign results folders, parameter files' sidecars and campaign programs are named by it.
 - A checkpoint holds the models `checkpoint_identity` names.
+- A config's models are the (beta, seed) pairs `runs_of` lists (its betas: `betas_of`); `echo_jax.sweep` trains
+  them together, and validation reads them without importing jax.
 
 Two declared lists keep earlier runs what they were:
 
@@ -128,6 +130,27 @@ def workdir_mismatch(held: Mapping, config: ml_collections.ConfigDict | Mapping)
     """The fields in which the config a work directory holds (`held`, its config.json) and `config` compute
     different things; empty when they are the same run (execution fields may differ)."""
     return differing_fields(config_identity(held), config_identity(config))
+
+
+def betas_of(config: ml_collections.ConfigDict) -> list[float]:
+    """The betas a config asks for: ``betas`` ("0.1,0.3,1" or a sequence) if set, else ``[beta]``."""
+    betas = config.get("betas", "")
+    if isinstance(betas, str):
+        try:
+            values = [float(b) for b in betas.replace(" ", "").split(",") if b]
+        except ValueError:
+            raise ValueError(f"betas must be a comma-separated list of numbers, got {betas!r}") from None
+    elif isinstance(betas, (int, float)):
+        values = [float(betas)]
+    else:
+        values = [float(b) for b in betas]
+    return values or [float(config.beta)]
+
+
+def runs_of(config: ml_collections.ConfigDict) -> list[tuple[float, int]]:
+    """(beta, seed) for every model of the run: each beta with seeds seed, seed + 1, ..."""
+    seeds = range(config.seed, config.seed + config.get("num_seeds", 1))
+    return [(beta, seed) for beta in betas_of(config) for seed in seeds]
 
 
 def single_run_config(base: ml_collections.ConfigDict, beta: float, seed: int) -> ml_collections.ConfigDict:

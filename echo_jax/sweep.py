@@ -26,7 +26,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -34,30 +33,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from echo_jax import defaults, device_loop
 from echo_jax.data.datasets import ArrayDataset
+from echo_jax.identity import betas_of, runs_of  # noqa: F401 - a sweep's models; defined without jax, for validation
 from echo_jax.networks import cpu_compiler_options
 
 STRATEGIES = defaults.CHOICES["sweep_strategy"]
-
-
-def betas_of(config: ml_collections.ConfigDict) -> list[float]:
-    """The betas a config asks for: ``betas`` ("0.1,0.3,1" or a sequence) if set, else ``[beta]``."""
-    betas = config.get("betas", "")
-    if isinstance(betas, str):
-        try:
-            values = [float(b) for b in betas.replace(" ", "").split(",") if b]
-        except ValueError:
-            raise ValueError(f"betas must be a comma-separated list of numbers, got {betas!r}") from None
-    elif isinstance(betas, (int, float)):
-        values = [float(betas)]
-    else:
-        values = [float(b) for b in betas]
-    return values or [float(config.beta)]
-
-
-def runs_of(config: ml_collections.ConfigDict) -> list[tuple[float, int]]:
-    """(beta, seed) for every model of the run: each beta with seeds seed, seed + 1, ..."""
-    seeds = range(config.seed, config.seed + config.get("num_seeds", 1))
-    return [(beta, seed) for beta in betas_of(config) for seed in seeds]
 
 
 def device_memory_bytes() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from echo_jax import defaults
+from echo_jax import defaults, identity
 from echo_jax.errors import ConfigError
 
 DSPRITES = ("dsprites", "dsprites_correlated")
@@ -54,7 +54,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     Args:
       config: a rate-distortion or disentanglement config (see `echo_jax.defaults`).
     """
-    from echo_jax import data, sweep  # the dataset names and betas parsing (imports jax)
+    from echo_jax import data  # the dataset names (numpy, no jax: a bad config fails before jax is imported)
 
     require_config_dict(config)
     get = config.get
@@ -89,7 +89,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _number("discriminator_learning_rate", config.discriminator_learning_rate, above=0)
 
     try:
-        betas = sweep.betas_of(config)
+        betas = identity.betas_of(config)
     except ValueError as e:
         raise ConfigError(f"config.betas = {config.betas!r}: {e}") from None
     repeated = sorted({b for b in betas if betas.count(b) > 1})
@@ -145,6 +145,32 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _choice("representation", config.representation)
         for name in ("mig_points", "factor_vae_train", "factor_vae_eval", "factor_vae_variance_points"):
             _integer(name, get(name), minimum=1)
+        selected_metrics(config)
+
+
+def selected_metrics(config) -> tuple[str, ...]:
+    """The metrics `config.metrics` asks for, in `defaults.METRICS` order.
+
+    ``config.metrics`` is a comma-separated string (``"mig,dci"``) or a sequence of names; ``"all"`` is every
+    metric; unset (``""``, or a config without the field) is `defaults.DEFAULT_METRICS`.
+
+    Raises:
+      ConfigError: for an unknown name, or a list that names none.
+    """
+    value = config.get("metrics") or ""
+    names = [n.strip() for n in value.split(",")] if isinstance(value, str) else [str(n).strip() for n in value]
+    names = [n for n in names if n]
+    if not names:
+        return defaults.DEFAULT_METRICS
+    if names == ["all"]:
+        return defaults.METRICS
+    unknown = [n for n in names if n not in defaults.METRICS]
+    if unknown:
+        raise ConfigError(
+            f"config.metrics = {value!r}: {unknown[0]!r} is not a metric; use a comma-separated list of "
+            f"{', '.join(defaults.METRICS)}, or all"
+        )
+    return tuple(m for m in defaults.METRICS if m in names)
 
 
 def _validate_model(model: ml_collections.ConfigDict, dataset: str) -> None:

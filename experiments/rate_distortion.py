@@ -29,10 +29,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    from echo_jax import disentanglement, report, train  # after the flags: --help and flag errors need none of it
-
     config = _CONFIG.value
-    validation.require_config_dict(config)  # before the evaluators read it
+    validation.validate_config(config)  # before importing the model and the training loop: a bad config fails at once
+    from echo_jax import disentanglement, report, train
+
     results = train.train_and_evaluate(config, _WORKDIR.value, evaluators=disentanglement.evaluators(config))
     print(report.write_report(_WORKDIR.value, results))
 
