@@ -42,7 +42,9 @@ from collections.abc import Callable, Iterable, Sequence
 
 import ml_collections
 
-from echo_jax import disentanglement, identity, sweep, train, trained, validation
+# Training (jax, the model, the training loop) is imported where a run is trained or its files named: planning a
+# campaign and reading its results folders need none of it, so a bad campaign file fails at once.
+from echo_jax import identity, validation
 from echo_jax import workdir as workdir_lib
 from echo_jax.errors import ConfigError, UserError
 from echo_jax.files import write_atomic
@@ -144,7 +146,7 @@ class Program:
 
 def program_key(config: ml_collections.ConfigDict) -> str:
     """A program's work directory name: the run key of its config and a hash of its models' run keys."""
-    keys = [run_key(single_run_config(config, b, s)) for b, s in sweep.runs_of(config)]
+    keys = [run_key(single_run_config(config, b, s)) for b, s in identity.runs_of(config)]
     return run_key(config) + "-" + hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:6]
 
 
@@ -206,7 +208,11 @@ def is_done(run: Run, finished: dict[str, str]) -> bool:
     directory = finished.get(run.key)
     if directory is None:
         return False
-    return not run.keep_params or os.path.isfile(os.path.join(directory, trained.SIDECAR_FILE))
+    if not run.keep_params:
+        return True
+    from echo_jax import trained
+
+    return os.path.isfile(os.path.join(directory, trained.SIDECAR_FILE))
 
 
 def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") -> None:
@@ -235,6 +241,8 @@ def programs(missing: Sequence[Run], layout: str = "auto") -> list[Program]:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown program layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if layout == "auto":
+        from echo_jax import sweep
+
         layout = "per_beta" if sweep.resolve_strategy("auto") == "sequential" else "per_variant"
     families: dict[str, list[Run]] = defaultdict(list)
     for r in missing:
@@ -278,7 +286,7 @@ def _program(runs: list[Run], betas: list[float], seeds: list[int]) -> Program:
     config.betas = ",".join(repr(float(b)) for b in betas)
     config.seed, config.num_seeds = seeds[0], len(seeds)
     by_pair = {(r.beta, r.seed): r for r in runs}
-    ordered = [by_pair[(float(b), s)] for b, s in sweep.runs_of(config)]  # the sweep's model order
+    ordered = [by_pair[(float(b), s)] for b, s in identity.runs_of(config)]  # the sweep's model order
     return Program(ordered, config)
 
 
@@ -413,6 +421,8 @@ def migrate_keys(results_dir: str, programs_dir: str | None = None, log: Callabl
     Returns:
       How many folders were renamed.
     """
+    from echo_jax import trained
+
     renamed = 0
     for path in sorted(glob.glob(os.path.join(results_dir, "**", "results.json"), recursive=True)):
         directory = os.path.dirname(path)
@@ -541,6 +551,8 @@ def run_campaign(
       DirtyTreeError: the code has uncommitted changes and `allow_dirty` is False (before anything is trained).
       train.RunInterrupted: SIGINT or SIGTERM stopped a program (after its checkpoint).
     """
+    from echo_jax import disentanglement, train
+
     start = clock()
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
     if max_minutes is not None and not max_minutes > 0:
@@ -619,6 +631,8 @@ def write_run(
     Args:
       provenance: the program's (its results.json's): ``commits``, every commit that trained it, in order.
     """
+    from echo_jax import sweep, trained
+
     target = os.path.join(results_dir, run.path)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     index = program.runs.index(run)
@@ -647,7 +661,7 @@ def write_run(
                 "commit": commits[-1],
                 "commits": commits,
                 "program": {
-                    "betas": sweep.betas_of(program.config),
+                    "betas": identity.betas_of(program.config),
                     "seed": program.config.seed,
                     "num_seeds": program.config.num_seeds,
                     "strategy": sweep.resolve_strategy(program.config.sweep_strategy),

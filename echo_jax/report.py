@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from echo_jax import workdir as workdir_lib
 from echo_jax.errors import WorkdirError
 from echo_jax.files import write_atomic
 
@@ -20,8 +21,6 @@ def load_results(workdirs: Iterable[str]) -> list[dict]:
     Raises:
       WorkdirError: a work directory is given twice, is not finished, or its files cannot be trusted.
     """
-    from echo_jax import workdir as workdir_lib  # imports jax: only when reading work directories
-
     rows, seen = [], {}
     for workdir in workdirs:
         real = os.path.realpath(workdir)

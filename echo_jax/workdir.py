@@ -23,15 +23,22 @@ import os
 import socket
 from collections.abc import Callable
 
-import jax
 import ml_collections
 from absl import logging
 
-from echo_jax import identity, sweep
+from echo_jax import identity
 from echo_jax.errors import WorkdirError
 from echo_jax.files import first_non_finite, read_json, write_atomic
 
 LOCK_FILE = "lock"
+
+
+def _process_index() -> int:
+    """This process's index among a multi-process run's (0 when alone). Jax is imported here, not with the
+    module: reading a finished run's files (a campaign's status, a report) needs none of it."""
+    import jax
+
+    return jax.process_index()
 
 
 class WorkdirBusy(WorkdirError):
@@ -56,7 +63,7 @@ class Lock:
 
     def __init__(self, workdir: str):
         self.path = None
-        if jax.process_index() != 0:
+        if _process_index() != 0:
             return
         created = not os.path.exists(workdir)
         if not created and not os.path.isdir(workdir):
@@ -182,7 +189,7 @@ def read_results(workdir: str, config: ml_collections.ConfigDict | None = None) 
     if config is None and os.path.exists(os.path.join(workdir, "config.json")):
         config = ml_collections.ConfigDict(read_config(os.path.join(workdir, "config.json")))
     try:
-        runs = None if config is None else sweep.runs_of(config)
+        runs = None if config is None else identity.runs_of(config)
     except (AttributeError, KeyError, TypeError, ValueError):  # a config.json older than these fields
         runs = None
     problem = results_problem(results, runs)
@@ -233,7 +240,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Creates the work directory of a run `check` accepted, writes its config.json if it has none, and removes
     temporary files left by an interrupted write."""
     os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() != 0:
+    if _process_index() != 0:
         return
     for stale in glob.glob(os.path.join(workdir, ".tmp-*")):
         os.remove(stale)
@@ -268,7 +275,7 @@ def layout(
         return int(recorded["chunk_size"]), recorded.get("data_loop", "host")
     data_loop = decide_data_loop()
     chunk_size = decide_chunk_size(data_loop)
-    if jax.process_index() == 0:
+    if _process_index() == 0:
         write_atomic(path, json.dumps({"runs": runs, "chunk_size": chunk_size, "data_loop": data_loop}))
     return chunk_size, data_loop
 

@@ -14,8 +14,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from echo_jax import campaign as campaign_lib
-from echo_jax import cli, report, reproduction
+from echo_jax import cli
 
 _WORKDIRS = flags.DEFINE_multi_string("workdir", None, "A finished run's directory (repeatable).")
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
@@ -32,17 +31,24 @@ def main(argv):
     del argv
     if bool(_WORKDIRS.value) == (_CAMPAIGN.value is not None):
         cli.fail("give either --workdir (one or more) or --campaign")
+    # What each kind of report needs is imported once the flags are known to be right (scipy, for one).
     if _WORKDIRS.value:
+        from echo_jax import report
+
         rows = report.load_results(_WORKDIRS.value)
         out = _OUT.value or _WORKDIRS.value[0]
         print(report.write_report(out, rows))
         print(f"report written to {out}")
         return
+    from echo_jax import campaign as campaign_lib
+
     campaign = _CAMPAIGN.value
     path = config_flags.get_config_filename(flags.FLAGS["campaign"])
     runs = campaign_lib.plan(campaign, campaign_lib.config_root(path))
     done, rejected = campaign_lib.scan_results(os.path.join(_RESULTS.value, campaign.name))
     out = _OUT.value or os.path.join("docs", "reproduction.md")
+    from echo_jax import reproduction
+
     verdicts = reproduction.write_reproduction(
         campaign,
         runs,
