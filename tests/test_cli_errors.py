@@ -91,6 +91,7 @@ CASES = [
     ),
     ("representation", DIS + ["--config.representation=mode"], "config.representation = 'mode'"),
     ("mig_points", DIS + ["--config.mig_points=0"], "config.mig_points = 0"),
+    ("metrics", DIS + ["--config.metrics=mig,mgi"], "config.metrics = 'mig,mgi': 'mgi' is not a metric"),
     (
         "campaign_missing",
         ["-m", "experiments.campaign", "--campaign", "configs/campaigns/nope.py", "--status"],
@@ -106,12 +107,26 @@ CASES = [
 ]
 
 
-def _run(case, root):
+# The modules a command imports only once its input is known to be right: each takes a second or more to import.
+HEAVY = ("jax", "flax", "optax", "orbax.checkpoint", "distrax", "scipy")
+# Runs `python -m MODULE ARGS` as -m does (sys.argv[1:] = MODULE ARGS) and prints at exit which of HEAVY it imported.
+PROBE = f"""
+import atexit, runpy, sys
+heavy = {HEAVY!r}
+atexit.register(lambda: print("imported:", *[m for m in heavy if m in sys.modules], file=sys.stderr))
+module, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def _run(case, root, probe=False):
     name, args, _ = case
     workdir = os.path.join(root, name)
     args = [a.replace("{workdir}", workdir) for a in args]
     if args[:2] in (["-m", "experiments.rate_distortion"], ["-m", "experiments.disentanglement"]):
         args += ["--workdir", workdir]
+    if probe:
+        args = ["-c", PROBE, *args[1:]]
     env = {k: v for k, v in os.environ.items() if k != "ECHO_JAX_TRACEBACK"}
     out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
     return out, workdir
@@ -154,6 +169,16 @@ def test_bad_input_ends_in_one_line(case, outcomes):
     assert fragment in lines[0]
     assert "Traceback" not in out.stderr + out.stdout
     assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
+@pytest.mark.parametrize("name", ["beta_negative", "mig_points", "metrics", "campaign_group", "report_workdir"])
+def test_bad_input_fails_before_the_model_and_jax_are_imported(name, tmp_path):
+    # One case of each command: checking what the user asked for needs none of HEAVY, so the error comes at once.
+    case = next(c for c in CASES if c[0] == name)
+    out, _ = _run(case, str(tmp_path), probe=True)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 1 and lines[0].startswith("error: ") and case[2] in lines[0], out.stderr[-3000:]
+    assert lines[-1] == "imported:", f"{name}: {lines[-1]}"
 
 
 def test_traceback_on_request(tmp_path):
