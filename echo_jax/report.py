@@ -144,8 +144,8 @@ def _beta_axis(ax, betas: Iterable[float], max_labels: int = 8) -> None:
     """A beta axis labelled at the swept betas as plain numbers (0.25, 1, 4; three significant digits).
 
     Log-scaled (linear when a beta is 0). Matplotlib's own log ticks label the minor ticks of a sweep within
-    a decade or two as 2x10^-1, 3x10^-1, ..., which overlap; labels closer than 1/max_labels of the axis to
-    the previous one are left out.
+    a decade or two as 2x10^-1, 3x10^-1, ..., which overlap; labels closer than 1/(max_labels - 1) of the
+    axis to the previous one are left out, so at most max_labels are drawn.
     """
     from matplotlib import ticker
 
@@ -153,9 +153,10 @@ def _beta_axis(ax, betas: Iterable[float], max_labels: int = 8) -> None:
     log = betas.min() > 0
     position = np.log10(betas) if log else betas
     span = float(position[-1] - position[0]) or 1.0
+    gap = span / max(max_labels - 1, 1) * (1 - 1e-9)  # the tolerance: log10 of a geometric sweep rounds
     shown = [0]
     for i in range(1, len(betas)):
-        if position[i] - position[shown[-1]] >= span / max_labels:
+        if position[i] - position[shown[-1]] >= gap:
             shown.append(i)
     if log:
         ax.set_xscale("log")
