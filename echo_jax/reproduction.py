@@ -654,9 +654,9 @@ def _why_table(index, dataset: str) -> list[str]:
 
 def _longer_training_section(standard, longer, dataset: str) -> list[str]:
     """The same (method, beta) trained for the campaign's standard schedule and for a longer one."""
-    if not longer:
+    epochs = sorted({r.num_epochs for (d, _, _), by in longer.items() if d == dataset for r in by.values()})
+    if not epochs:
         return []
-    epochs = sorted({r.num_epochs for r in longer})
     lines = [
         f"### Longer training ({'/'.join(map(str, epochs))} epochs)",
         "",

@@ -1,5 +1,6 @@
 """The reproduction report: its statistics against numbers worked out by hand, verdicts, the written file."""
 
+import dataclasses
 import json
 import math
 import os
@@ -334,3 +335,21 @@ def test_explanations_say_when_the_vae_spends_less_than_echos_floor():
     for r in results:
         r.rate_floor = 4.2 if r.variant == "echo" else None  # the VAE's seed 1 spends 4.3: not below
     assert "less than that floor" not in reproduction.explanations(reproduction._index(results), "binary_mnist")
+
+
+def test_longer_training_is_reported_beside_the_standard_schedule():
+    def at(variant, seed, neg_elbo, num_epochs):
+        return dataclasses.replace(result(variant, 2.0, seed, 10.0, neg_elbo - 10.0), num_epochs=num_epochs)
+
+    standard = reproduction._index([at("echo", s, 100.0 + s, 100) for s in (0, 1)] + [at("vae", 0, 99.0, 100)])
+    # 200 epochs: Echo at seeds 0 and 1, the VAE at seed 0 only, so the pair is seed 0: 98 - 97.5 = +0.50.
+    longer = reproduction._index([at("echo", 0, 98.0, 200), at("echo", 1, 99.0, 200), at("vae", 0, 97.5, 200)])
+    lines = reproduction._longer_training_section(standard, longer, "binary_mnist")
+    assert lines[0] == "### Longer training (200 epochs)"
+    assert "| echo | 2 | 100 | 0,1 | 10.00 ± 0.00 | 90.50 ± 0.71 | 100.50 ± 0.71 |" in lines
+    assert "| echo | 2 | 200 | 0,1 | 10.00 ± 0.00 | 88.50 ± 0.71 | 98.50 ± 0.71 |" in lines
+    assert "| vae | 2 | 200 | 0 | 10.00 | 87.50 | 97.50 |" in lines
+    (at_100,) = [line for line in lines if line.startswith("| 2 | 100 |")]
+    (at_200,) = [line for line in lines if line.startswith("| 2 | 200 |")]
+    assert "+1.00" in at_100 and "+0.50" in at_200  # standard: seed 0, 100 - 99
+    assert reproduction._longer_training_section(standard, longer, "omniglot") == []
