@@ -661,7 +661,8 @@ def _longer_training_section(standard, longer, dataset: str) -> list[str]:
         f"### Longer training ({'/'.join(map(str, epochs))} epochs)",
         "",
         "Has training converged at the standard schedule? The same runs trained longer (lr constant for the first "
-        "half, then linearly to 0), mean ± sd over seeds, and Echo - VAE at each length (paired by seed):",
+        "half, then linearly to 0), mean ± sd over seeds; then each against the standard schedule and Echo - VAE at "
+        "each length (both paired by seed):",
         "",
         "| method | beta | epochs | seeds | rate | distortion | -ELBO |",
         "|---|---|---|---|---|---|---|",
@@ -676,6 +677,23 @@ def _longer_training_section(standard, longer, dataset: str) -> list[str]:
                     f"{summarize([r.test['rate'] for r in rs])} | {summarize([r.test['distortion'] for r in rs])} | "
                     f"{summarize([r.test['neg_elbo'] for r in rs])} |"
                 )
+    lines += [
+        "",
+        "The longer schedule against the standard one, for the same method, beta and seed (negative: the longer "
+        "run ends lower):",
+        "",
+        "| method | beta | test -ELBO longer - standard | train -ELBO longer - standard |",
+        "|---|---|---|---|",
+    ]
+    for v, b in keys:
+        pair = standard.get((dataset, v, b), {}), longer.get((dataset, v, b), {})
+        cells = []
+        for split in ("test", "train"):
+            # runs from before the training split was recorded have no train terms
+            have = [{s: r for s, r in p.items() if getattr(r, split)} for p in pair]
+            a, c = paired_by_seed(have[1], have[0], lambda r, split=split: getattr(r, split)["neg_elbo"])
+            cells.append(str(paired_interval(a, c)) if a else "not measured")
+        lines.append(f"| {v} | {b:g} | {cells[0]} | {cells[1]} |")
     lines += ["", "| beta | epochs | -ELBO Echo - VAE | Lagrangian Echo - VAE |", "|---|---|---|---|"]
     for b in sorted({b for _, b in keys}):
         for source in (standard, longer):

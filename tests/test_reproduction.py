@@ -352,4 +352,7 @@ def test_longer_training_is_reported_beside_the_standard_schedule():
     (at_100,) = [line for line in lines if line.startswith("| 2 | 100 |")]
     (at_200,) = [line for line in lines if line.startswith("| 2 | 200 |")]
     assert "+1.00" in at_100 and "+0.50" in at_200  # standard: seed 0, 100 - 99
+    # 200 - 100 epochs per seed: echo -2.00 and -2.00; the VAE -1.50; no train terms were recorded.
+    assert any(line.startswith("| echo | 2 | -2.00 [") and line.endswith("| not measured |") for line in lines)
+    assert "| vae | 2 | -1.50 (n = 1, no interval) | not measured |" in lines
     assert reproduction._longer_training_section(standard, longer, "omniglot") == []
