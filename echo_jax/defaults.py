@@ -76,6 +76,7 @@ def rate_distortion_config(quick: bool = False) -> ml_collections.ConfigDict:
     c.iwae_samples = 100  # at the final evaluation only
     c.log_every_steps = 100
     c.checkpoint_every_steps = 0  # 0 -> at the end of every epoch
+    c.checkpoints_to_keep = 1  # the latest checkpoints kept on disk (2 keep an older one should the newest be damaged)
     c.sweep_strategy = "auto"
     c.models_per_program = 0  # 0 -> as many as fit in device memory; the rest run in later chunks
     c.data_loop = "auto"  # auto (device on accelerators, host on CPU) | host | device (see echo_jax.device_loop)
@@ -156,6 +157,7 @@ EXECUTION_FIELDS = frozenset(
         "models_per_program",
         "log_every_steps",
         "checkpoint_every_steps",
+        "checkpoints_to_keep",
         "data_loop",
         "steps_per_call",
         "tensorboard",

@@ -371,7 +371,8 @@ class _PopulationRun:
             program.train_step, program.init, keys, betas, strategy=config.sweep_strategy
         )
         self.program, self.runs, self.identity = program, runs, identity
-        self.checkpoints = checkpoints.Checkpointer(checkpoint_dir)
+        # get: a config written before the field existed keeps the field's default.
+        self.checkpoints = checkpoints.Checkpointer(checkpoint_dir, max_to_keep=config.get("checkpoints_to_keep", 1))
         self.commits = [program.commit]  # the commits that trained these models, in order
         self.metrics_path = os.path.join(program.workdir, "metrics.jsonl")
         self.eval_key = jax.random.PRNGKey(data_seed_of(config) + 12)  # the same evaluation noise every time

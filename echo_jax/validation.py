@@ -125,6 +125,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _integer("iwae_samples", config.iwae_samples, minimum=0, fix="0 skips the IWAE bound")
     _integer("log_every_steps", config.log_every_steps, minimum=1)
     _integer("checkpoint_every_steps", config.checkpoint_every_steps, minimum=0, fix="0 means every epoch")
+    _integer("checkpoints_to_keep", get("checkpoints_to_keep", 1), minimum=1, fix="1 keeps the latest only")
     _choice("sweep_strategy", config.sweep_strategy)
     _integer("models_per_program", config.models_per_program, minimum=0, fix="0 fits as many as memory allows")
     _choice("data_loop", get("data_loop", "auto"))

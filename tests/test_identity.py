@@ -77,6 +77,7 @@ def test_equal_values_are_equal_and_types_stay_apart():
         ("data_source", "tfds"),
         ("sweep_strategy", "vmap"),
         ("checkpoint_every_steps", 9),
+        ("checkpoints_to_keep", 3),
         ("models_per_program", 2),
         ("data_loop", "device"),
         ("steps_per_call", 3),

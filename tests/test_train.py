@@ -123,6 +123,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path):
         ({"batch_size": 1}, "at least 2"),
         ({"batch_size": 40}, "larger than the test split"),
         ({"lr_schedule": "cosine"}, "config.lr_schedule = 'cosine'"),
+        ({"checkpoints_to_keep": 0}, "config.checkpoints_to_keep = 0: must be an integer >= 1"),
     ],
 )
 def test_bad_config_fails_before_any_work(overrides, message, tmp_path):
@@ -278,7 +279,9 @@ def signal_at(number, step):
 
 
 def test_sigint_saves_a_checkpoint_where_the_run_is_and_the_resumed_run_ends_with_the_same_numbers(tmp_path):
-    config = tiny(defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3)
+    config = tiny(
+        defaults.rate_distortion_config(quick=True), num_epochs=2, checkpoint_every_steps=3, checkpoints_to_keep=2
+    )
     uninterrupted = train.train_and_evaluate(config, str(tmp_path / "a"))
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(train.RunInterrupted) as stopped:
