@@ -3,7 +3,8 @@
 A `Checkpointer` keeps the checkpoints of one population (a pytree of stacked train states) in one
 directory, one sub-directory per saved step, as orbax-checkpoint's `CheckpointManager` lays them out::
 
-    <directory>/<step>/state/   the state's arrays (tensorstore OCDBT/zarr)
+    <directory>/<step>/state/   the state's arrays (tensorstore OCDBT/zarr); absent from a step saved without
+                                a state (a record that needs no arrays, such as a finished run's results)
     <directory>/<step>/meta/    the meta dict (JSON): the run's identity, elapsed seconds, results ...
 
 A save is written under ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` when complete, so a
@@ -158,7 +159,8 @@ class Checkpointer:
         Args:
           step: the training step, later than every step already saved (or, with `replace`, the latest).
           state: a pytree (dicts, flax.struct dataclasses, optax states ...) of numpy or jax arrays;
-            jax arrays may be sharded across processes.
+            jax arrays may be sharded across processes. None saves the meta alone, which `meta` reads back
+            (`restore` refuses such a step: it has nothing to resume from).
           meta: a dict that JSON represents exactly (string keys; str, int, float, bool, None, lists and
             dicts; no NaN or infinities, no tuples).
           replace: when `step` is the latest step, write it again (a run stopped in its final evaluation
@@ -172,7 +174,8 @@ class Checkpointer:
         step = _check_step(step)
         latest = self._manager.latest_step()
         if replace and latest is not None and step == latest:
-            _check_state(state)
+            if state is not None:
+                _check_state(state)
             _check_meta(meta)
             self._manager.delete(step)
             latest = self._manager.latest_step()
@@ -180,11 +183,15 @@ class Checkpointer:
             # orbax would silently skip the save (or raise for an existing step); a resumed run never
             # goes back, so this is a caller's mistake.
             raise ValueError(f"cannot save step {step} in {self._directory}: it already holds step {latest}")
-        _check_state(state)
+        if state is not None:
+            _check_state(state)
         _check_meta(meta)
-        checksum = _state_sha256(state)
+        checksum = None if state is None else _state_sha256(state)
         meta = meta if checksum is None else {**meta, _CHECKSUM: checksum}
-        args = ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)})
+        items = {_META: ocp.args.JsonSave(meta)}
+        if state is not None:
+            items[_STATE] = ocp.args.StandardSave(state)
+        args = ocp.args.Composite(**items)
         try:
             if not self._manager.save(step, args=args, force=True):  # force: ignore orbax's save-interval policy
                 raise RuntimeError(f"orbax did not save step {step} in {self._directory}")
@@ -218,23 +225,12 @@ class Checkpointer:
         """
         self._check_open()
         _check_state(template, what="template", allow_abstract=True)
-        steps = self._steps()
-        if step is None:
-            if not steps:
-                raise WorkdirError(f"checkpoint directory {self._directory} holds no checkpoint to restore")
-            step = steps[-1]
-        step = _check_step(step)
-        if step not in steps:
-            raise WorkdirError(
-                f"checkpoint directory {self._directory} holds no step {step} (it holds "
-                f"{', '.join(map(str, steps)) or 'none'})"
-            )
-        path = os.path.join(self._directory, str(step))  # orbax's default step name: the bare number
-        earlier = [s for s in steps if s < step]
-        restart = f"from step {earlier[-1]}" if earlier else "from its beginning"
+        step, path, restart = self._find(step)
         try:
-            saved = self._manager.item_metadata(step)[_STATE]
-            if saved is None:  # orbax reports a missing item as None here, and fails only when restoring
+            items = self._manager.item_metadata(step)
+            # orbax reports a missing item as None here (or leaves it out), and fails only when restoring
+            saved = items[_STATE] if _STATE in items else None
+            if saved is None:
                 raise FileNotFoundError(f"it has no {_STATE!r} item")
             held = _orbax_flat(saved.tree if hasattr(saved, "tree") else saved)
         except Exception as e:  # orbax and tensorstore raise many types for damaged files
@@ -263,6 +259,42 @@ class Checkpointer:
                 f"folder to resume that part of the run {restart}"
             )
         return state, meta
+
+    def meta(self, step: int | None = None) -> dict:
+        """The meta dict saved with `step` (default: the latest), without reading the state's arrays: all that a
+        step saved without a state holds.
+
+        Raises:
+          WorkdirError: if the directory holds no such step, or its meta cannot be read.
+        """
+        self._check_open()
+        step, path, restart = self._find(step)
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+            if not isinstance(meta, dict):
+                raise TypeError(f"its meta is a {type(meta).__name__}, not a dict")
+        except Exception as e:  # orbax raises many types for damaged files
+            raise WorkdirError(_unreadable(path, e, restart)) from e
+        meta.pop(_CHECKSUM, None)  # the arrays' checksum: `restore` checks it, with the arrays
+        return meta
+
+    def _find(self, step: int | None) -> tuple[int, str, str]:
+        """``(step, path, restart)`` of a saved step (default: the latest); `restart` says where the run restarts
+        if that step is deleted. Raises `WorkdirError` when there is no such step."""
+        steps = self._steps()
+        if step is None:
+            if not steps:
+                raise WorkdirError(f"checkpoint directory {self._directory} holds no checkpoint to restore")
+            step = steps[-1]
+        step = _check_step(step)
+        if step not in steps:
+            raise WorkdirError(
+                f"checkpoint directory {self._directory} holds no step {step} (it holds "
+                f"{', '.join(map(str, steps)) or 'none'})"
+            )
+        path = os.path.join(self._directory, str(step))  # orbax's default step name: the bare number
+        earlier = [s for s in steps if s < step]
+        return step, path, f"from step {earlier[-1]}" if earlier else "from its beginning"
 
     def _steps(self) -> list[int]:
         if self._orbax is None and not os.path.isdir(self._directory):

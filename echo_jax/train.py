@@ -391,13 +391,15 @@ class _PopulationRun:
         legacy = os.path.join(self.program.workdir, _legacy_name(self.checkpoints.directory))
         if self.checkpoints.latest_step() is None and os.path.exists(legacy):  # a work directory of echo-jax 0.1
             checkpoints.convert_msgpack_checkpoint(legacy, self.checkpoints, template)
+        states, meta = None, {"step": 0, "seconds": 0.0}
         if self.checkpoints.latest_step() is not None:
-            states, meta = self.checkpoints.restore(template)
+            # A finished population's checkpoint holds its results and no states (`save`): read the meta first.
+            meta = self.checkpoints.meta()
             self._check_identity(meta, self.checkpoints.directory)
+            if "test" not in meta:
+                states, meta = self.checkpoints.restore(template)
             trained = meta.get("commits", [None])  # None: trained before checkpoints recorded their commit
             self.commits = trained if "test" in meta else trained + [c for c in self.commits if c != trained[-1]]
-        else:
-            states, meta = None, {"step": 0, "seconds": 0.0}
         if "test" in meta:
             self.rows = self._rows(meta["test"], meta["extra"], meta["seconds"])
             return meta["step"]
@@ -427,9 +429,12 @@ class _PopulationRun:
             )
 
     def save(self, step: int, test: list | None = None, extra: list | None = None) -> bool:
-        """Checkpoints the population (and, when finished, its results) unless a model's loss is suspect (then
-        the last good checkpoint stays the latest, and this answers False); raises `DivergedError` instead if a
-        parameter is non-finite, keeping the last good checkpoint."""
+        """Checkpoints the population unless a model's loss is suspect (then the last good checkpoint stays the
+        latest, and this answers False); raises `DivergedError` instead if a parameter is non-finite, keeping the
+        last good checkpoint.
+
+        A finished population (`test` given) saves its results and no states: a resumed run needs only to know
+        that it is finished, and the trained parameters are in each model's parameters file (`finish`)."""
         states = sweep.to_host(self.population.stacked_states())
         if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(states.params)):
             raise self._diverged(f"the parameters became non-finite by step {step}")
@@ -449,7 +454,7 @@ class _PopulationRun:
         if test is not None:
             meta["test"], meta["extra"] = test, extra
         # A run stopped in its final evaluation saved this step without results: the finished one replaces it.
-        self.checkpoints.save(step, states, meta, replace=test is not None)
+        self.checkpoints.save(step, None if test is not None else states, meta, replace=test is not None)
         self.last_good = step
         return True
 

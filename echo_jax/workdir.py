@@ -2,9 +2,11 @@
 
 A work directory holds ``config.json`` (the resolved config), ``layout.json`` (models per program and data
 loop, decided once), ``metrics.jsonl`` (training and evaluation logs), ``checkpoints/`` (orbax; one folder
-per program of a sweep run in chunks: ``checkpoints-<chunk>/``), optionally ``tensorboard/`` and, at the end,
-``results.json``; and ``lock``, which the process running the run holds an OS lock on (`lock`). Work
-directories of echo-jax 0.1 (flat config.json, ``checkpoint*.msgpack``) resume.
+per program of a sweep run in chunks: ``checkpoints-<chunk>/``; a finished program's holds its results, not its
+training state), ``models/`` (each trained model's parameters file and pictures, `echo_jax.trained`),
+optionally ``tensorboard/`` and, at the end, ``results.json``; and ``lock``, which the process running the run
+holds an OS lock on (`lock`). Work directories of echo-jax 0.1 (flat config.json, ``checkpoint*.msgpack``)
+resume.
 
 Nothing read back is believed unchecked: config.json and results.json must be JSON objects, and a results.json
 must hold a finite row per (beta, seed) model of its config (`read_results`); otherwise a one-line

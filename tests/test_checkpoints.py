@@ -300,3 +300,21 @@ def test_replace_writes_the_latest_step_again_and_only_the_latest(tmp_path, stat
         with pytest.raises(ValueError, match="already holds step 5"):
             checkpointer.save(3, states, {}, replace=True)  # not the latest: a resumed run never goes back
         assert sorted(os.listdir(tmp_path / "ckpt")) == ["3", "5"]
+
+
+def test_a_step_saved_without_a_state_holds_its_meta_alone(tmp_path, states):
+    # What a finished run keeps: its results, not the arrays it would resume from.
+    with Checkpointer(str(tmp_path / "ckpt")) as checkpointer:
+        checkpointer.save(3, states, {"step": 3})
+        checkpointer.save(5, states, {"step": 5})
+        checkpointer.save(5, None, META, replace=True)
+        assert checkpointer.meta() == checkpointer.meta(5) == META
+        assert checkpointer.meta(3) == {"step": 3}  # without the arrays' checksum, which `restore` checks
+        with pytest.raises(WorkdirError, match=r"ckpt/5 cannot be read .*no 'state' item.* from step 3"):
+            checkpointer.restore(states)
+        assert checkpointer.restore(states, step=3)[1] == {"step": 3}
+    assert sorted(os.listdir(tmp_path / "ckpt" / "5")) == sorted(set(os.listdir(tmp_path / "ckpt" / "3")) - {"state"})
+    with Checkpointer(str(tmp_path / "ckpt")) as reopened:
+        assert reopened.meta() == META
+        with pytest.raises(WorkdirError, match="holds no step 4"):
+            reopened.meta(4)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from echo_jax import checkpoints, defaults, echo_clip, steps, train
+from echo_jax import checkpoints, defaults, echo_clip, steps, train, trained
 from echo_jax import workdir as workdir_lib
 from tests.helpers import load_config, tiny
 
@@ -388,6 +388,24 @@ def test_chunk_layout_is_decided_once_and_reused_when_free_memory_changes(tmp_pa
     resumed = train.train_and_evaluate(_chunked(), str(tmp_path / "b"))
     strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
     assert strip(resumed) == strip(reference)
+
+
+def test_a_finished_population_keeps_its_results_and_no_training_state(tmp_path):
+    # Its checkpoint only tells a resumed run that it is finished: the parameters are in models/.
+    reference = train.train_and_evaluate(_chunked(models_per_program=1), str(tmp_path / "a"))
+    calls = iter(range(10**6))
+    with pytest.raises(train.RunInterrupted, match="stopped at step 0 of 8"):  # as the second population starts
+        train.train_and_evaluate(
+            _chunked(models_per_program=1), str(tmp_path / "b"), should_stop=lambda: next(calls) >= 8
+        )
+    finished = tmp_path / "b" / "checkpoints-0"
+    assert sorted(p.name for p in finished.iterdir()) == ["8"]  # checkpoints_to_keep = 1
+    assert (finished / "8" / "meta").is_dir() and not (finished / "8" / "state").exists()
+    resumed = train.train_and_evaluate(_chunked(models_per_program=1), str(tmp_path / "b"))
+    strip = lambda r: [{k: v for k, v in row.items() if k != "seconds"} for row in r["results"]]
+    assert strip(resumed) == strip(reference)
+    model = trained.load_run(str(tmp_path / "b"), beta=0.5, seed=0)
+    assert model.info["test"] == reference["results"][0]["test"]
 
 
 def test_a_checkpoint_of_other_models_is_refused(tmp_path):
