@@ -1,10 +1,12 @@
-"""Where a training run's metrics go besides ``metrics.jsonl``: a progress bar and TensorBoard event files.
+"""Where a training run's metrics go besides ``metrics.jsonl``: a progress bar, log lines and TensorBoard event files.
 
 ``<workdir>/metrics.jsonl`` stays the record of truth: every logged number goes there, strictly as JSON, and
 the reports, the resume logic and the tests read it. What this module writes is a view of the same numbers:
 
 * `progress` - a tqdm bar with an ETA on stderr, shown only on an interactive terminal of process 0
   (``ECHO_JAX_PROGRESS=1`` forces it on, ``=0`` off).
+* log lines - one line per model for each log period and test evaluation, naming its method, beta and seed
+  (`train_lines`, `evaluation_lines`), and the run in words (`describe_models`, `devices_in_words`).
 * `TensorBoard` - with ``config.tensorboard = True``, event files under ``<workdir>/tensorboard/``, one run
   folder per model (``beta<b>_seed<s>``), written with tensorboardX (``pip install 'echo-jax[tensorboard]'``)
   without TensorFlow. Look at them with ``tensorboard --logdir <workdir>/tensorboard`` (TensorBoard itself is
@@ -196,15 +198,46 @@ def model_label(encoder: str, beta: float, seed: int) -> str:
     return f"{encoder} beta={float(beta):g} seed={int(seed)}"
 
 
+def models_label(encoder: str, runs: Sequence[tuple[float, int]]) -> str:
+    """How the progress bar and log lines name the models of a run together: ``echo beta=8 seeds 0,1,2``."""
+    return f"{encoder} {_betas_and_seeds(runs)}"
+
+
 def describe_models(encoder: str, runs: Sequence[tuple[float, int]]) -> str:
     """The models of a run in a few words: ``3 echo models: beta=8 seeds 0,1,2``."""
+    noun = "model" if len(runs) == 1 else "models"
+    return f"{len(runs)} {encoder} {noun}: {_betas_and_seeds(runs)}"
+
+
+def _betas_and_seeds(runs: Sequence[tuple[float, int]]) -> str:
     betas = sorted({float(b) for b, _ in runs})
     seeds = sorted({int(s) for _, s in runs})
-    noun = "model" if len(runs) == 1 else "models"
-    return (
-        f"{len(runs)} {encoder} {noun}: beta={','.join(f'{b:g}' for b in betas)} "
-        f"seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
-    )
+    return f"beta={','.join(f'{b:g}' for b in betas)} seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+
+
+def devices_in_words(devices: Sequence[Any]) -> str:
+    """The devices a run sees, e.g. ``1 CPU device``, ``8 TPU devices (TPU v4)``, ``2 GPU devices (NVIDIA H200)
+    on 2 processes``: counted by platform and kind (the kind is left out where it only repeats the platform)."""
+    counts: dict[tuple[str, str], int] = {}
+    for device in devices:
+        kind = (str(device.platform), str(getattr(device, "device_kind", device.platform)))
+        counts[kind] = counts.get(kind, 0) + 1
+    parts = [
+        f"{n} {platform.upper()} device{'s' if n > 1 else ''}" + (f" ({kind})" if kind.lower() != platform else "")
+        for (platform, kind), n in counts.items()
+    ]
+    processes = len({getattr(d, "process_index", 0) for d in devices})
+    return ", ".join(parts) + (f" on {processes} processes" if processes > 1 else "")
+
+
+# The terms a log line shows, when present: the rest (the loss, the TC discriminator's) follow from these or
+# are no measure of the model.
+_SHOWN = ("rate", "distortion", "neg_elbo", "iwae_nll", "mmd", "tc")
+
+
+def _line(head: str, label: str, values: Mapping[str, Any], m: int) -> str:
+    terms = " ".join(f"{n} {float(np.asarray(values[n])[m]):.2f}" for n in _SHOWN if n in values)
+    return f"{head}  {label}  {terms} (nats)"
 
 
 def train_lines(
@@ -226,14 +259,34 @@ def train_lines(
         with ``mmd`` and ``tc`` where present).
       steps_per_second: updates a second over the last period (compilation excluded), or None if not measured.
     """
-    width = len(str(total_steps))
-    names = [n for n in ("rate", "distortion", "neg_elbo", "mmd", "tc") if n in values]
+    head = f"step {step:>{len(str(total_steps))}}/{total_steps}"
     speed = f"  {steps_per_second:.1f} steps/s" if steps_per_second else ""
-    lines = []
-    for m, (beta, seed) in enumerate(runs):
-        terms = " ".join(f"{n} {float(np.asarray(values[n])[m]):.2f}" for n in names)
-        lines.append(f"step {step:>{width}}/{total_steps}  {model_label(encoder, beta, seed)}  {terms} (nats){speed}")
-    return lines
+    return [_line(head, model_label(encoder, b, s), values, m) + speed for m, (b, s) in enumerate(runs)]
+
+
+def evaluation_lines(
+    step: int,
+    total_steps: int,
+    encoder: str,
+    runs: Sequence[tuple[float, int]],
+    rows: Sequence[Mapping[str, float]],
+    *,
+    final: bool = False,
+) -> list[str]:
+    """One labeled line per model for a test evaluation, e.g.
+    ``test at step 5000/50000  echo beta=1 seed=0  rate 24.10 distortion 71.20 neg_elbo 95.30 (nats)``, and
+    ``final test at step ...`` for the final one (which adds the IWAE bound, ``iwae_nll``, where there is one).
+
+    Args:
+      step, total_steps: where the run is.
+      encoder: the models' method, as for `train_lines`.
+      runs: (beta, seed) of each model, in the order of `rows`.
+      rows: each model's test terms by name.
+      final: whether this is the final evaluation.
+    """
+    head = f"{'final test' if final else 'test'} at step {step:>{len(str(total_steps))}}/{total_steps}"
+    columns = {name: [row[name] for row in rows] for name in _SHOWN if rows and name in rows[0]}
+    return [_line(head, model_label(encoder, b, s), columns, m) for m, (b, s) in enumerate(runs)]
 
 
 def duration(seconds: float) -> str:

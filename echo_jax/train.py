@@ -37,7 +37,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from echo_jax import checkpoints, device_loop, diagnostics, identity, logs, pictures, steps, sweep, trained, validation
+from echo_jax import (
+    checkpoints,
+    device_loop,
+    diagnostics,
+    identity,
+    logs,
+    pictures,
+    report,
+    steps,
+    sweep,
+    trained,
+    validation,
+)
 from echo_jax import data as data_lib
 from echo_jax import workdir as workdir_lib
 from echo_jax.data import ArrayDataset
@@ -320,6 +332,7 @@ def train_population(
     run = _PopulationRun(program, list(runs), identity, checkpoint_dir)
     step = run.restore()
     if run.rows is not None:  # this population finished before the run was interrupted
+        logging.info("%s: finished earlier; its results are read from %s", run.label, checkpoint_dir)
         return run.rows, run.commits
     signals.deferred = True
     try:
@@ -338,22 +351,43 @@ def _run_loop(run: _PopulationRun, step: int, signals: _StopSignals, on_step, sh
         Periodic((epoch * config.eval_every_epochs,), run.evaluate, at_end=False),
         Periodic((config.checkpoint_every_steps or epoch,), run.save, at_end=False),
     )
+    run.announce(step)
     advance = _make_advance(config, run.population, program.train_set, program.data_loop, step)
-    bar = logs.progress(total_steps, initial=step, desc=f"train {len(run.runs)} model(s)")
+    # Compilation is never timed: a dispatch of a size not run before compiles (the host loop's first one, the
+    # on-device loop's first of each number of updates), so the run waits for it and the clocks start after it.
+    # The progress bar is made after the first one, so that its ETA counts no compilation either.
+    bar, compiled, started, estimated = None, set(), time.perf_counter(), False
     while step < total_steps:
         if signals.received or (should_stop is not None and should_stop()):
-            bar.close()
+            if bar is not None:
+                bar.close()
             run.interrupt(step, signals.received)
         done = advance(step, device_loop.steps_to_boundary(step, sum((a.every for a in actions), ()), total_steps))
         for update in range(step + 1, step + done + 1):
             if on_step is not None:
                 on_step(update)
         step += done
-        bar.update(done)
+        fresh = done not in compiled
+        compiled.add(done)
+        if fresh or not estimated:
+            run.population.block_until_ready()
+        if bar is None:
+            run.compile_seconds = time.perf_counter() - started
+            bar = logs.progress(total_steps, initial=step, desc=run.label)
+        else:
+            bar.update(done)
+        if not fresh and not estimated:  # the first dispatch timed since the last compilation
+            run.log_expected_time(step)
+            estimated = True
+        ran = False
         for periodic in actions:
             if periodic.due(step, total_steps):
                 periodic.action(step)
-    bar.close()
+                ran = True
+        if fresh or ran:  # every action waits for the models: the next period is timed from here
+            run.clock = (time.perf_counter(), step)
+    if bar is not None:
+        bar.close()
     stop = lambda: signals.received  # noqa: E731 - asked between the parts of the final evaluation
     if stop():
         run.interrupt(step, stop())
@@ -371,6 +405,11 @@ class _PopulationRun:
             program.train_step, program.init, keys, betas, strategy=config.sweep_strategy
         )
         self.program, self.runs, self.identity = program, runs, identity
+        # How log lines and the progress bar name the models: their method, beta and seed.
+        self.method = report.method_name({"encoder": program.model.encoder, "marginal": program.model.marginal})
+        self.label = logs.models_label(self.method, runs)
+        self.clock: tuple[float, int] | None = None  # (time, step) the speed of the current log period counts from
+        self.compile_seconds = 0.0  # the first dispatch's time, compilation included
         # get: a config written before the field existed keeps the field's default.
         self.checkpoints = checkpoints.Checkpointer(checkpoint_dir, max_to_keep=config.get("checkpoints_to_keep", 1))
         self.commits = [program.commit]  # the commits that trained these models, in order
@@ -476,7 +515,10 @@ class _PopulationRun:
     # ----------------------------------------------------------------------------------- periodic actions
 
     def log_train(self, step: int) -> None:
-        """Logs the last update's training terms; raises `DivergedError` if any model's are non-finite."""
+        """Logs the last update's training terms, one line per model; raises `DivergedError` if any model's are
+        non-finite."""
+        self.population.block_until_ready()  # timed before the metrics reach the host, which costs time of its own
+        speed = self.steps_per_second(step)
         host = sweep.to_host(self.population.last_metrics())
         finite = np.all([np.isfinite(v) for v in host.values()], axis=0)
         if not np.all(finite):
@@ -486,14 +528,55 @@ class _PopulationRun:
         self._watch("train", step, host["loss"])
         if self.tensorboard is not None:
             self.tensorboard.write(step, "train", host)
+        for line in logs.train_lines(step, self.program.total_steps, self.method, self.runs, host, speed):
+            logging.info("%s", line)
+
+    def steps_per_second(self, step: int) -> float | None:
+        """Updates a second from `clock` to `step`, once the models' work up to `step` is done
+        (`Population.block_until_ready`); None before any update is timed."""
+        if self.clock is None or step <= self.clock[1]:
+            return None
+        return (step - self.clock[1]) / max(time.perf_counter() - self.clock[0], 1e-9)
+
+    def announce(self, step: int) -> None:
+        """Logs what the population trains, on which devices, for how many steps, and where its results go."""
+        program, held = self.program, self.identity
+        programs = -(-held["num_models"] // held["chunk_size"])
+        part = f" (program {held['chunk'] + 1} of {programs})" if programs > 1 else ""
+        total, epoch = program.total_steps, program.steps_per_epoch
+        logging.info("training %s%s", logs.describe_models(self.method, self.runs), part)
         logging.info(
-            "step %d/%d (epoch %.2f): loss %s rate %s distortion %s",
-            step,
-            self.program.total_steps,
-            step / self.program.steps_per_epoch,
-            _fmt(host["loss"]),
-            _fmt(host["rate"]),
-            _fmt(host["distortion"]),
+            "  on %s (sweep_strategy %s, data_loop %s)",
+            logs.devices_in_words(jax.devices()),
+            self.population.strategy,
+            program.data_loop,
+        )
+        logging.info(
+            "  %d steps (%g epochs of %d steps)%s",
+            total,
+            total / epoch,
+            epoch,
+            f", resuming at step {step}" if step else "",
+        )
+        logging.info(
+            "  results in %s (metrics.jsonl as it trains; models/ and results.json at the end)", program.workdir
+        )
+        logging.info("  compiling the training step; the expected time follows once a compiled step is timed")
+
+    def log_expected_time(self, step: int) -> None:
+        """Logs the training time left at the speed of the first dispatch timed after compilation."""
+        speed = self.steps_per_second(step)
+        if not speed:
+            return
+        left = self.program.total_steps - step
+        logging.info(
+            "%s: compiled and ran its first dispatch in %s; %.1f steps/s, expected training time %s for the %d "
+            "steps left (evaluations and checkpoints come on top)",
+            self.label,
+            logs.duration(self.compile_seconds),
+            speed,
+            logs.duration(left / speed),
+            left,
         )
 
     def evaluate(self, step: int) -> list[dict]:
@@ -511,12 +594,13 @@ class _PopulationRun:
             raise self._diverged(f"the test evaluation at step {step} is non-finite for (beta, seed) {bad}")
         return test
 
-    def _log_test(self, step: int, test: list[dict]) -> None:
+    def _log_test(self, step: int, test: list[dict], *, final: bool = False) -> None:
         self._record("test", step, {"test": test})
         if self.tensorboard is not None:
             self.tensorboard.write(step, "test", {name: [row[name] for row in test] for name in test[0]})
-        for (beta, seed), row in zip(self.runs, test):
-            logging.info("test (beta %g, seed %d): %s", beta, seed, {k: round(v, 3) for k, v in row.items()})
+        total = self.program.total_steps
+        for line in logs.evaluation_lines(step, total, self.method, self.runs, test, final=final):
+            logging.info("%s", line)
 
     def finish(self, step: int, stop: Callable[[], int | None] = lambda: None) -> list[dict]:
         """The final evaluation (the IWAE bound where defined, the training split's terms, the diagnostics, then
@@ -566,7 +650,7 @@ class _PopulationRun:
             extra.append(row)
             if stop():
                 self.interrupt(step, stop())
-        self._log_test(step, test)
+        self._log_test(step, test, final=True)
         seconds = time.perf_counter() - self.start
         host_params = sweep.to_host(params)  # every process: gathering sharded arrays is collective
         if jax.process_index() == 0:
