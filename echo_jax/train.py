@@ -561,7 +561,8 @@ class _PopulationRun:
         logging.info(
             "  results in %s (metrics.jsonl as it trains; models/ and results.json at the end)", program.workdir
         )
-        logging.info("  compiling the training step; the expected time follows once a compiled step is timed")
+        if step < total:  # else only the final evaluation is left (a run stopped in it)
+            logging.info("  compiling the training step; the expected time follows once a compiled step is timed")
 
     def log_expected_time(self, step: int) -> None:
         """Logs the training time left at the speed of the first dispatch timed after compilation."""
