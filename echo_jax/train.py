@@ -552,7 +552,7 @@ class _PopulationRun:
             program.data_loop,
         )
         logging.info(
-            "  %d steps (%g epochs of %d steps)%s",
+            "  %d steps (%.3g epochs of %d steps)%s",
             total,
             total / epoch,
             epoch,
