@@ -439,12 +439,7 @@ def migrate_keys(results_dir: str, programs_dir: str | None = None, log: Callabl
         if match["key"] == key:
             continue
         target = os.path.join(os.path.dirname(directory), f"{match['prefix']}_{key}")
-        if os.path.exists(target):
-            log(f"not renamed: {directory} -> {target} exists (two folders of one run; keep one of them)")
-            continue
-        os.rename(directory, target)
-        renamed += 1
-        log(f"renamed {directory} -> {os.path.basename(target)}")
+        renamed += _rename(directory, target, log, " (two folders of one run; keep one of them)")
     for config_path in sorted(glob.glob(os.path.join(programs_dir, "*", "config.json"))) if programs_dir else ():
         directory = os.path.dirname(config_path)
         if not _PROGRAM_FOLDER.match(os.path.basename(directory)):
@@ -464,13 +459,18 @@ def migrate_keys(results_dir: str, programs_dir: str | None = None, log: Callabl
             log(busy)
             continue
         with held:
-            if os.path.exists(target):
-                log(f"not renamed: {directory} -> {target} exists")
-                continue
-            os.rename(directory, target)
-        renamed += 1
-        log(f"renamed {directory} -> {key}")
+            renamed += _rename(directory, target, log)
     return renamed
+
+
+def _rename(directory: str, target: str, log: Callable[[str], None], why_not: str = "") -> int:
+    """Renames `directory` to `target` unless that exists, says which it did, and returns how many it renamed."""
+    if os.path.exists(target):
+        log(f"not renamed: {directory} -> {target} exists{why_not}")
+        return 0
+    os.rename(directory, target)
+    log(f"renamed {directory} -> {os.path.basename(target)}")
+    return 1
 
 
 def _set_json_key(path: str, where: tuple[str, ...], key: str) -> None:
