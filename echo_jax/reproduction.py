@@ -254,7 +254,9 @@ def rate_distortion_gaps(index, dataset: str, echo: str = "echo", other: str = "
     return gaps
 
 
-def dominance_verdict(index, dataset: str, results: Sequence[Result], pending: int = 0) -> Verdict:
+def dominance_verdict(
+    index, dataset: str, results: Sequence[Result], pending: int = 0, longer: dict | None = None
+) -> Verdict:
     """ "Echo dominates beta-VAE across the rate-distortion range" on one dataset.
 
     Args:
@@ -263,6 +265,8 @@ def dominance_verdict(index, dataset: str, results: Sequence[Result], pending: i
       results: the finished results.
       pending: the campaign's Echo and VAE runs on this dataset not finished yet: the range the claim is
         about is then not covered, and the verdict waits (the partial evidence is shown).
+      longer: `_index` of runs trained for a longer schedule (group E2), which say whether the standard one
+        had converged.
     """
     claim = f"Echo dominates the beta-VAE across the rate-distortion range ({dataset})"
     gaps = rate_distortion_gaps(index, dataset)
@@ -271,7 +275,7 @@ def dominance_verdict(index, dataset: str, results: Sequence[Result], pending: i
     used = [r for r in results if r.dataset == dataset and r.variant in ("echo", "vae")]
     lines = "; ".join(f"beta {b:g}: {g}" for b, g in sorted(gaps.items()))
     evidence = f"Echo's distortion minus the VAE's at Echo's rate, nats, mean [95% CI]: {lines}. Budget: {budget(used)}"
-    evidence += explanations(index, dataset)
+    evidence += explanations(index, dataset, longer)
     if pending:
         return Verdict(claim, "not yet measured", f"{pending} Echo/VAE runs of the range pending; so far: {evidence}")
     if all(g.sign < 0 for g in gaps.values()):
@@ -437,10 +441,10 @@ def usable_mi(diagnostics: dict, estimate: str) -> float | None:
     return mi[estimate]
 
 
-def explanations(index, dataset: str) -> str:
+def explanations(index, dataset: str, longer: dict | None = None) -> str:
     """Measured effects behind a dominance verdict, as sentences: Echo's rate floor where Echo is worse, the
-    Lagrangian comparison, and test -ELBO curves that rise after their best epoch (overfitting) or still fall
-    at the end (not converged)."""
+    Lagrangian comparison, test -ELBO curves that rise after their best epoch (overfitting) or still fall
+    at the end (not converged), and what the same runs gained from a longer schedule (`longer`)."""
     gaps = rate_distortion_gaps(index, dataset)
     out = []
     worse = [b for b, g in gaps.items() if g.sign > 0]
@@ -481,6 +485,13 @@ def explanations(index, dataset: str) -> str:
             out.append(
                 f"{v} at beta {b:g} is still improving at the end ({mean[-2] - mean[-1]:.2f} nats over its last "
                 f"{epochs[-1] - epochs[-2]:g} epochs)"
+            )
+    for (d, v, b), by_seed in sorted((longer or {}).items()):
+        a, c = paired_by_seed(by_seed, index.get((d, v, b), {}), lambda r: r.test["neg_elbo"])
+        if d == dataset and a:
+            out.append(
+                f"{v} at beta {b:g} trained for {next(iter(by_seed.values())).num_epochs} epochs ends "
+                f"{paired_interval(a, c)} nats from its test -ELBO at the standard schedule"
             )
     return (". Measured effects: " + "; ".join(out) + ".") if out else ""
 
@@ -869,7 +880,7 @@ def write_reproduction(
         and r.variant in ("echo", "vae")
         and r.config.num_epochs == standard_epochs
     )
-    verdicts = [dominance_verdict(index, d, results, pending(d)) for d in RD_DATASETS]
+    verdicts = [dominance_verdict(index, d, results, pending(d), longer) for d in RD_DATASETS]
     verdicts += [flow_verdict(index, results)] + disentanglement_verdicts(index, results)
 
     md = [

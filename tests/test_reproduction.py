@@ -356,3 +356,8 @@ def test_longer_training_is_reported_beside_the_standard_schedule():
     assert any(line.startswith("| echo | 2 | -2.00 [") and line.endswith("| not measured |") for line in lines)
     assert "| vae | 2 | -1.50 (n = 1, no interval) | not measured |" in lines
     assert reproduction._longer_training_section(standard, longer, "omniglot") == []
+    # The verdict's explanations say what the longer schedule changed, paired by seed (the VAE: one pair).
+    text = reproduction.explanations(standard, "binary_mnist", longer)
+    assert "echo at beta 2 trained for 200 epochs ends -2.00 [-2.00, -2.00] (n = 2) nats from its test" in text
+    assert "vae at beta 2 trained for 200 epochs ends -1.50 (n = 1, no interval) nats" in text
+    assert "trained for" not in reproduction.explanations(standard, "binary_mnist")
