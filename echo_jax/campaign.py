@@ -256,10 +256,8 @@ def programs(missing: Sequence[Run], layout: str = "auto") -> list[Program]:
             out.append(_program(family, betas, seeds))
             continue
         for beta in betas:
-            if layout == "per_run":
-                out += [_program([r], [beta], [r.seed]) for r in family if r.beta == beta]
-                continue
-            for chunk in _contiguous(sorted(r.seed for r in family if r.beta == beta)):
+            seeds_of_beta = sorted(r.seed for r in family if r.beta == beta)
+            for chunk in [[s] for s in seeds_of_beta] if layout == "per_run" else _contiguous(seeds_of_beta):
                 out.append(_program([r for r in family if r.beta == beta and r.seed in chunk], [beta], chunk))
     first = {id(r): i for i, r in enumerate(missing)}
     return sorted(out, key=lambda p: min(first[id(r)] for r in p.runs))
