@@ -267,6 +267,19 @@ def test_lagrangian_gaps_by_hand():
     assert gaps[0.5].mean == pytest.approx(1.4)
 
 
+def test_explanations_state_the_lagrangian_sides_that_occur():
+    # By hand as above: Echo - VAE is +3 + 0.1 s at beta 2 and +1.5 - 0.1 s at beta 0.5, both above 0.
+    results = curves({2.0: -2.0, 0.5: -1.0})
+    text = reproduction.explanations(reproduction._index(results), "binary_mnist")
+    assert "Lagrangian distortion + beta * rate is higher at beta 0.5, 2" in text
+    assert "lower" not in text and "none" not in text
+    for r in results:  # Echo 1.5 nats lower at beta 0.5 brings its gap to 0 - 0.1 s: an interval around 0
+        if r.variant == "echo" and r.beta == 0.5:
+            r.test["distortion"] -= 1.5
+    text = reproduction.explanations(reproduction._index(results), "binary_mnist")
+    assert "rate is higher at beta 2; level within its interval at beta 0.5" in text
+
+
 def test_the_vae_curve_redrawn_at_its_information_moves_the_comparison():
     results = curves({2.0: -2.0, 0.5: -1.0})
     for r in results:
