@@ -374,3 +374,35 @@ def test_longer_training_is_reported_beside_the_standard_schedule():
     assert "echo at beta 2 trained for 200 epochs ends -2.00 [-2.00, -2.00] (n = 2) nats from its test" in text
     assert "vae at beta 2 trained for 200 epochs ends -1.50 (n = 1, no interval) nats" in text
     assert "trained for" not in reproduction.explanations(standard, "binary_mnist")
+
+
+def test_longer_training_is_compared_on_the_verdicts_axis_through_the_same_vae_betas():
+    def at(variant, beta, seed, rate, distortion, num_epochs):
+        return dataclasses.replace(result(variant, beta, seed, rate, distortion), num_epochs=num_epochs)
+
+    standard, longer = [], []
+    for s in (0, 1):
+        # 100 epochs: the VAE at beta 1, 2, 4 = (30, 70), (20, 80), (10, 100); Echo at beta 2 on rate 25 (inside
+        # the full curve, outside the one through beta 2 and 4) and at beta 4 on rate 15, where the VAE is at 90.
+        standard += [
+            at("vae", b, s, r, d, 100) for b, r, d in ((1.0, 30.0, 70.0), (2.0, 20.0, 80.0), (4.0, 10.0, 100.0))
+        ]
+        standard += [at("echo", 2.0, s, 25.0, 74.0, 100), at("echo", 4.0, s, 15.0, 92.0 + s, 100)]
+        # 200 epochs: the VAE at beta 2, 4 = (20, 78), (10, 98), at rate 15 it is 88; Echo at 87 + s there.
+        longer += [at("vae", 2.0, s, 20.0, 78.0, 200), at("vae", 4.0, s, 10.0, 98.0, 200)]
+        longer += [at("echo", 2.0, s, 25.0, 70.0, 200), at("echo", 4.0, s, 15.0, 87.0 + s, 200)]
+    standard, longer = reproduction._index(standard), reproduction._index(longer)
+    gaps = reproduction.longer_axis_gaps(standard, longer, "binary_mnist")
+    assert list(gaps) == [4.0]  # beta 2 is outside both cut-down curves (on the full one it is 74 - 75 = -1)
+    short, long = gaps[4.0]
+    assert (short.mean, short.n, long.mean, long.n) == (pytest.approx(2.5), 2, pytest.approx(-0.5), 2)
+    lines = reproduction._longer_training_section(standard, longer, "binary_mnist")
+    assert any(line.startswith("| 4 | 100 |") and line.endswith(f"| {short} |") for line in lines)
+    assert any(
+        line.startswith("| 2 | 200 |") and line.endswith("| n/a (Echo's rate is outside that curve) |")
+        for line in lines
+    )
+    text = reproduction.explanations(standard, "binary_mnist", longer)
+    assert (
+        f"through beta 2, 4 only, Echo - VAE at beta 4 is {short} at the standard schedule and {long} trained" in text
+    )
