@@ -231,24 +231,31 @@ def paired_by_seed(a: dict[int, Result], b: dict[int, Result], metric) -> tuple[
     return [metric(a[s]) for s in seeds], [metric(b[s]) for s in seeds]
 
 
-def rate_distortion_gaps(index, dataset: str, echo: str = "echo", other: str = "vae") -> dict[float, Interval]:
+def rate_distortion_gaps(
+    index, dataset: str, echo: str = "echo", other: str = "vae", split: str = "test"
+) -> dict[float, Interval]:
     """Per echo beta: Echo's distortion minus the other method's at Echo's rate, paired by seed.
 
     The other method's curve of a seed is its (rate, distortion) points over the betas trained on that
-    seed, linear between points; an Echo point outside that curve's rate range is not compared.
+    seed, linear between points; an Echo point outside that curve's rate range is not compared. `split`
+    ("test" or "train") names the terms compared; runs that did not record that split are left out.
     """
+    terms = lambda r: getattr(r, split)
     echo_betas = sorted(b for (d, v, b) in index if d == dataset and v == echo)
     other_betas = sorted(b for (d, v, b) in index if d == dataset and v == other)
     gaps = {}
     for beta in echo_betas:
         diffs = []
         for seed, e in index[(dataset, echo, beta)].items():
-            curve = [index[(dataset, other, b)][seed] for b in other_betas if seed in index[(dataset, other, b)]]
+            curve = [index[(dataset, other, b)].get(seed) for b in other_betas]
+            curve = [c for c in curve if c is not None and terms(c)]
+            if not terms(e):
+                continue
             at = distortion_at_rate(
-                [c.test["rate"] for c in curve], [c.test["distortion"] for c in curve], e.test["rate"]
+                [terms(c)["rate"] for c in curve], [terms(c)["distortion"] for c in curve], terms(e)["rate"]
             )
             if at is not None:
-                diffs.append(e.test["distortion"] - at)
+                diffs.append(terms(e)["distortion"] - at)
         if diffs:
             gaps[beta] = paired_interval(diffs, np.zeros(len(diffs)))
     return gaps
@@ -442,66 +449,187 @@ def usable_mi(diagnostics: dict, estimate: str) -> float | None:
 
 
 def explanations(index, dataset: str, longer: dict | None = None) -> str:
-    """Measured effects behind a dominance verdict, as sentences: Echo's rate floor where Echo is worse, the
-    Lagrangian comparison, test -ELBO curves that rise after their best epoch (overfitting) or still fall
-    at the end (not converged), and what the same runs gained from a longer schedule (`longer`)."""
-    gaps = rate_distortion_gaps(index, dataset)
+    """What a dominance verdict rests on, as sentences: per beta whose gap excludes 0, which measured effect
+    explains it (`attribution`; the evidence is in the dataset's table), the Lagrangian comparison, and test
+    -ELBO curves that still fall at the end (not converged) or rise after their best epoch (overfitting)."""
     out = []
-    worse = [b for b, g in gaps.items() if g.sign > 0]
-    for b in worse:
-        echo = [r for r in index[(dataset, "echo", b)].values() if r.rate_floor is not None]
-        if not echo:
-            continue
-        share = summarize([100 * r.rate_floor / r.test["rate"] for r in echo])
-        out.append(f"at beta {b:g} Echo's floor D(-log c) = {echo[0].rate_floor:.2f} nats is {share}% of its rate")
-        vae_rates = [r.test["rate"] for r in index.get((dataset, "vae", b), {}).values()]
-        if vae_rates and max(vae_rates) < echo[0].rate_floor:
-            out.append(
-                f"the VAE at beta {b:g} spends {summarize(vae_rates)} nats, less than that floor: no Echo model with "
-                "this clip reaches its rate"
-            )
+    effects = attribution(index, dataset, longer)
+    gaps = rate_distortion_gaps(index, dataset)
+    for b, found in effects.items():
+        side = "worse" if gaps[b].sign > 0 else "better"
+        explained = [e.name for e in found if e.explains]
+        ruled_out = [e.name for e in found if e.explains is False]
+        undecided = [e.name for e in found if e.explains is None]
+        said = [f"explained by {' and '.join(explained)}" if explained else "explained by none of the measured effects"]
+        said += [f"ruled out: {', '.join(ruled_out)}"] * bool(ruled_out)
+        said += [f"undecided: {', '.join(undecided)}"] * bool(undecided)
+        out.append(f"Echo {side} at beta {b:g} - {'; '.join(said)}")
     lagrangian = lagrangian_gaps(index, dataset)
-    better = [f"{b:g}" for b, g in lagrangian.items() if g.sign < 0]
-    worse_l = [f"{b:g}" for b, g in lagrangian.items() if g.sign > 0]
-    tied = [f"{b:g}" for b, g in lagrangian.items() if g.sign == 0]
-    sides = [(better, "lower"), (worse_l, "higher"), (tied, "level within its interval")]
-    said = [f"{word} at beta {', '.join(betas)}" for betas, word in sides if betas]
+    sides = [(-1, "lower"), (1, "higher"), (0, "level within its interval")]
+    said = [(word, [f"{b:g}" for b, g in lagrangian.items() if g.sign == sign]) for sign, word in sides]
+    said = [f"{word} at beta {', '.join(betas)}" for word, betas in said if betas]
     if said:
         out.append(f"at equal beta, Echo's Lagrangian distortion + beta * rate is {'; '.join(said)}")
-    for (d, v, b), by_seed in sorted(index.items()):
-        if d != dataset or v not in ("echo", "vae"):
-            continue
-        curves = [dict(r.curve) for r in by_seed.values() if len(r.curve) >= 3]
-        if not curves:
-            continue
-        epochs = sorted(set.intersection(*[set(c) for c in curves]))
-        mean = np.mean([[c[e] for e in epochs] for c in curves], axis=0)
-        if mean[-1] - mean.min() > 0.5:
-            out.append(
-                f"{v} at beta {b:g} overfits: its test -ELBO ends {mean[-1] - mean.min():.2f} nats above its best "
-                f"(epoch {epochs[int(np.argmin(mean))]:g})"
-            )
-        elif len(mean) >= 2 and mean[-2] - mean[-1] > 0.2:
-            out.append(
-                f"{v} at beta {b:g} is still improving at the end ({mean[-2] - mean[-1]:.2f} nats over its last "
-                f"{epochs[-1] - epochs[-2]:g} epochs)"
-            )
-    for (d, v, b), by_seed in sorted((longer or {}).items()):
-        a, c = paired_by_seed(by_seed, index.get((d, v, b), {}), lambda r: r.test["neg_elbo"])
-        if d == dataset and a:
-            out.append(
-                f"{v} at beta {b:g} trained for {next(iter(by_seed.values())).num_epochs} epochs ends "
-                f"{paired_interval(a, c)} nats from its test -ELBO at the standard schedule"
-            )
-    if longer:
-        through = ", ".join(f"{b:g}" for b in sorted({b for (d, _, b) in longer if d == dataset}))
-        for b, (short, long) in longer_axis_gaps(index, longer, dataset).items():
-            if short and long:
-                out.append(
-                    f"at Echo's rate on the VAE's curve through beta {through} only, Echo - VAE at beta {b:g} is "
-                    f"{short} at the standard schedule and {long} trained longer"
-                )
+    falling, rising = [], []
+    for v in ("echo", "vae"):
+        ends = {b: curve_end(by) for (d, w, b), by in sorted(index.items()) if d == dataset and w == v}
+        down = [f"{b:g} ({e.still_falling:.2f})" for b, e in ends.items() if e and e.still_falling]
+        up = [
+            f"{b:g} ({e.above_best:.2f}, best at epoch {e.best_epoch:g})" for b, e in ends.items() if e and e.above_best
+        ]
+        falling += [f"{v} at beta {', '.join(down)}"] * bool(down)
+        rising += [f"{v} at beta {', '.join(up)}"] * bool(up)
+    if falling:
+        out.append(f"test -ELBO still falling at the end (nats over the last interval): {'; '.join(falling)}")
+    if rising:
+        out.append(f"overfitting (test -ELBO ends above its best by): {'; '.join(rising)}")
     return (". Measured effects: " + "; ".join(out) + ".") if out else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveEnd:
+    """How a (method, beta)'s seed-mean test -ELBO curve ends: `still_falling` nats over its last evaluation
+    interval when it falls by more than 0.2 there, or `above_best` nats above its minimum (at `best_epoch`) when
+    it ends more than 0.5 above it; both 0 when neither holds."""
+
+    still_falling: float
+    above_best: float
+    best_epoch: float
+
+
+def curve_end(by_seed: dict[int, Result]) -> CurveEnd | None:
+    """`CurveEnd` of the seed mean over the epochs every seed evaluated; None without 3 evaluations."""
+    curves = [dict(r.curve) for r in by_seed.values() if len(r.curve) >= 3]
+    if not curves:
+        return None
+    epochs = sorted(set.intersection(*[set(c) for c in curves]))
+    if len(epochs) < 3:
+        return None
+    mean = np.mean([[c[e] for e in epochs] for c in curves], axis=0)
+    above, drop = float(mean[-1] - mean.min()), float(mean[-2] - mean[-1])
+    best = float(epochs[int(np.argmin(mean))])
+    return CurveEnd(drop if above <= 0.5 and drop > 0.2 else 0.0, above if above > 0.5 else 0.0, best)
+
+
+@dataclasses.dataclass(frozen=True)
+class Effect:
+    """A candidate cause of a gap on the verdict's axis and what its measurement says.
+
+    `explains` is True when the gap with the effect taken out has no interval of the gap's sign (it vanishes or
+    turns), False when it keeps one, None when the runs cannot decide (one seed, or not measured)."""
+
+    name: str
+    explains: bool | None
+    evidence: str
+
+
+def _decides(sign: int, without: Interval | None) -> bool | None:
+    """Whether the gap of `sign` is explained by an effect whose removal leaves `without`."""
+    if without is None or without.low is None:
+        return None
+    return without.sign != sign
+
+
+def split_axis_gaps(index, dataset: str) -> dict[float, tuple[Interval, Interval]]:
+    """Per Echo beta: the verdict's gap on the test and on the training split, both from the runs that recorded
+    their training split and on the same (possibly cut-down) VAE curves, so that the two differ by the split
+    alone."""
+    trained = {k: {s: r for s, r in by.items() if r.train} for k, by in index.items() if k[0] == dataset}
+    test, train = (rate_distortion_gaps(trained, dataset, split=split) for split in ("test", "train"))
+    return {b: (test[b], train[b]) for b in sorted(test) if b in train}
+
+
+def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, list[Effect]]:
+    """Per beta where the verdict's gap (Echo's distortion minus the VAE's at Echo's rate) excludes 0: the
+    measured effects that could cause it and whether each does.
+
+    - generalisation: the same gap on the training split (same runs). If the training split has no gap of
+      that sign, the test gap is a difference in how the models generalise, not in how well they fit.
+    - the VAE's rate bound: its KL rate is I(X;Z) + KL(q(z) || p(z)) >= I(X;Z), so the KL axis draws the VAE to
+      the right of its information and flatters Echo; it cannot explain an Echo loss. An Echo advantage is
+      re-measured on the VAE's curve at its I(X;Z) upper bound: the least correction, so a gap that survives it
+      is not ruled out (the full correction is not measured).
+    - budget: the gap at the standard and at the longer schedule, both on the VAE's curve through the betas
+      trained longer (`longer_axis_gaps`); not measured where the beta was not trained longer.
+    - floor (Echo worse only): the share of Echo's rate that its clip forces, D (-log c). Recorded, never
+      decided: testing it needs Echo trained with another clip.
+    """
+    gaps = rate_distortion_gaps(index, dataset)
+    splits = split_axis_gaps(index, dataset)
+    bound = mi_axis_gaps(index, dataset, "upper_bound")
+    budget_gaps = longer_axis_gaps(index, longer or {}, dataset) if longer else {}
+    out = {}
+    for b, gap in gaps.items():
+        if gap.sign == 0:
+            continue
+        effects = []
+        if b in splits:
+            test, train = splits[b]
+            explains = _decides(gap.sign, train) if test.sign == gap.sign or test.low is None else None
+            effects.append(
+                Effect("generalisation", explains, f"on the training split {train}, on the test split {test}")
+            )
+        else:
+            effects.append(Effect("generalisation", None, "not measured (no training split recorded)"))
+        if gap.sign > 0:
+            effects.append(Effect("rate bound", False, "the VAE at its I(X;Z) has a lower rate: it is better still"))
+        elif b in bound:
+            effects.append(
+                Effect(
+                    "rate bound",
+                    True if _decides(gap.sign, bound[b]) else None,
+                    f"on the VAE's I(X;Z) upper bound axis {bound[b]}; the full correction is not measured",
+                )
+            )
+        else:
+            effects.append(Effect("rate bound", None, "not measured (no VAE I(X;Z) bound recorded)"))
+        short, long = budget_gaps.get(b, (None, None))
+        if short is not None and long is not None:
+            epochs = next(iter(next(iter(longer.values())).values())).num_epochs
+            explains = _decides(gap.sign, long) if short.sign == gap.sign else None
+            effects.append(Effect("budget", explains, f"{short} at the standard schedule, {long} at {epochs} epochs"))
+        else:
+            ends = [(v, curve_end(index.get((dataset, v, b), {}))) for v in ("echo", "vae")]
+            falling = [f"{v} {e.still_falling:.2f}" for v, e in ends if e and e.still_falling]
+            why = f"; still falling at the end (nats over the last interval): {', '.join(falling)}" if falling else ""
+            effects.append(Effect("budget", None, f"not measured (not trained longer){why}"))
+        if gap.sign > 0:
+            echo = [r for r in index[(dataset, "echo", b)].values() if r.rate_floor is not None]
+            if echo:
+                floor = echo[0].rate_floor
+                share = summarize([100 * r.rate_floor / r.test["rate"] for r in echo])
+                at = [r.diagnostics["dims_at_floor"] for r in echo if "dims_at_floor" in r.diagnostics]
+                text = f"D(-log c) = {floor:.2f} nats is {share}% of Echo's rate"
+                if at:
+                    text += f", {summarize(at)} dimensions at it"
+                vae_rates = [r.test["rate"] for r in index.get((dataset, "vae", b), {}).values()]
+                if vae_rates and max(vae_rates) < floor:
+                    text += f"; the VAE at beta {b:g} spends {summarize(vae_rates)} nats, below it"
+                effects.append(Effect("floor", None, text + " (not tested: needs Echo with another clip)"))
+        out[b] = effects
+    return out
+
+
+def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
+    effects = attribution(index, dataset, longer)
+    if not effects:
+        return []
+    gaps = rate_distortion_gaps(index, dataset)
+    lines = [
+        "**What explains each gap** on the verdict's axis (Echo's distortion minus the VAE's at Echo's rate, nats, "
+        "mean [95% CI], paired by seed), per beta where it excludes 0. An effect explains the gap when, taken out, "
+        "no gap of that sign is left: the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
+        "the rate bound (which can only flatter Echo), the longer schedule on the same VAE betas for the budget. "
+        "Undecided: one seed, not measured, or not testable with these runs.",
+        "",
+        "| beta | gap | effect | explains it | evidence |",
+        "|---|---|---|---|---|",
+    ]
+    word = {True: "yes", False: "no", None: "undecided"}
+    for b, found in effects.items():
+        for e in found:
+            lines.append(f"| {b:g} | {gaps[b]} | {e.name} | {word[e.explains]} | {e.evidence} |")
+    return lines + [""]
 
 
 def longer_axis_gaps(standard, longer, dataset: str) -> dict[float, tuple[Interval | None, Interval | None]]:
@@ -948,7 +1076,8 @@ def write_reproduction(
             md += [f"![rate-distortion, {dataset}]({rel(path)})", ""]
         md += _rd_table(index, dataset)
         md += _paired_table(index, dataset)
-        why = _why_table(index, dataset) + _floor_table(index, dataset) + _information_table(index, dataset)
+        why = _attribution_table(index, dataset, longer) + _why_table(index, dataset)
+        why += _floor_table(index, dataset) + _information_table(index, dataset)
         generalisation = _generalisation_table(index, dataset)
         if why or generalisation:
             md += [f"### Why the comparison comes out as it does ({dataset})", ""] + why + generalisation
