@@ -460,9 +460,13 @@ def explanations(index, dataset: str, longer: dict | None = None) -> str:
         explained = [e.name for e in found if e.explains]
         ruled_out = [e.name for e in found if e.explains is False]
         undecided = [e.name for e in found if e.explains is None]
-        said = [f"explained by {' and '.join(explained)}" if explained else "explained by none of the measured effects"]
-        said += [f"ruled out: {', '.join(ruled_out)}"] * bool(ruled_out)
-        said += [f"undecided: {', '.join(undecided)}"] * bool(undecided)
+        said = []
+        if explained or ruled_out:
+            said.append(f"explained by {' and '.join(explained)}" if explained else "no decided effect explains it")
+        if ruled_out:
+            said.append(f"ruled out: {', '.join(ruled_out)}")
+        if undecided:
+            said.append(f"undecided: {', '.join(undecided)}")
         out.append(f"Echo {side} at beta {b:g} - {'; '.join(said)}")
     lagrangian = lagrangian_gaps(index, dataset)
     sides = [(-1, "lower"), (1, "higher"), (0, "level within its interval")]

@@ -403,7 +403,7 @@ def test_generalisation_explains_a_gap_the_training_split_does_not_have():
     effects = reproduction.attribution(reproduction._index(results), "binary_mnist")
     assert {e.name: e.explains for e in effects[2.0]}["generalisation"] is None
     text = reproduction.explanations(reproduction._index(results), "binary_mnist")
-    assert "Echo better at beta 2 - explained by none of the measured effects; undecided: generalisation" in text
+    assert "Echo better at beta 2 - undecided: generalisation, rate bound, budget" in text
 
 
 def test_the_rate_bound_can_explain_an_echo_advantage_only():
