@@ -184,20 +184,22 @@ def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] |
                         if g.name not in runs[key].groups:
                             runs[key].groups.append(g.name)
                         continue
-                    keep = keeps_params(campaign, name, config.dataset, beta, seed)
+                    keep = keeps_params(campaign, name, config)
                     runs[key] = Run(name, float(beta), int(seed), config, key, [g.name], keep)
     return list(runs.values())
 
 
-def keeps_params(campaign: ml_collections.ConfigDict, variant: str, dataset: str, beta: float, seed: int) -> bool:
-    """Whether the campaign's ``keep_params`` (dicts of ``variants``, ``dataset``, ``betas``, ``seeds``; a missing
-    entry matches everything) asks this run to keep its parameters file."""
+def keeps_params(campaign: ml_collections.ConfigDict, variant: str, config: ml_collections.ConfigDict) -> bool:
+    """Whether the campaign's ``keep_params`` (dicts of ``variants``, ``dataset``, ``betas``, ``seeds`` and
+    ``num_epochs``; a missing entry matches everything) asks the run of `variant` with this single-run `config`
+    to keep its parameters file."""
     for rule in campaign.get("keep_params", ()):
         if (
             variant in rule.get("variants", (variant,))
-            and dataset == rule.get("dataset", dataset)
-            and float(beta) in [float(b) for b in rule.get("betas", (beta,))]
-            and int(seed) in [int(s) for s in rule.get("seeds", (seed,))]
+            and config.dataset == rule.get("dataset", config.dataset)
+            and float(config.beta) in [float(b) for b in rule.get("betas", (config.beta,))]
+            and int(config.seed) in [int(s) for s in rule.get("seeds", (config.seed,))]
+            and int(config.num_epochs) == int(rule.get("num_epochs", config.num_epochs))
         ):
             return True
     return False

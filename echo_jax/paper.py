@@ -39,7 +39,8 @@ def paper_campaign(
       schedule: the training schedule in words, for the report.
       long_overrides: set on top of `overrides` for group E2 (a longer schedule).
       keep_params: which finished runs keep their parameters file in the results folder (the model zoo):
-        dicts of ``variants``, ``dataset``, ``betas`` and ``seeds`` (see `echo_jax.campaign.keeps_params`).
+        dicts of ``variants``, ``dataset``, ``betas``, ``seeds`` and ``num_epochs`` (see
+        `echo_jax.campaign.keeps_params`).
     """
 
     arg = ":quick" if quick else ""
