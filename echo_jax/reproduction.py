@@ -589,7 +589,7 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
             effects.append(Effect("rate bound", None, "not measured (no VAE I(X;Z) bound recorded)"))
         short, long = budget_gaps.get(b, (None, None))
         if short is not None and long is not None:
-            epochs = next(iter(next(iter(longer.values())).values())).num_epochs
+            epochs = next(iter(longer[(dataset, "echo", b)].values())).num_epochs
             explains = _decides(gap.sign, long) if short.sign == gap.sign else None
             effects.append(Effect("budget", explains, f"{short} at the standard schedule, {long} at {epochs} epochs"))
         else:
@@ -598,11 +598,9 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
             why = f"; still falling at the end (nats over the last interval): {', '.join(falling)}" if falling else ""
             effects.append(Effect("budget", None, f"not measured (not trained longer){why}"))
         if gap.sign > 0:
-            echo = [r for r in index[(dataset, "echo", b)].values() if r.rate_floor is not None]
-            if echo:
-                floor = echo[0].rate_floor
-                share = summarize([100 * r.rate_floor / r.test["rate"] for r in echo])
-                at = [r.diagnostics["dims_at_floor"] for r in echo if "dims_at_floor" in r.diagnostics]
+            measured = _floor_measures(index[(dataset, "echo", b)])
+            if measured:
+                floor, share, at = measured
                 text = f"D(-log c) = {floor:.2f} nats is {share}% of Echo's rate"
                 if at:
                     text += f", {summarize(at)} dimensions at it"
@@ -718,17 +716,24 @@ def _floor_table(index, dataset: str) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for beta, by_seed in rows:
-        rs = [r for r in by_seed.values() if r.rate_floor is not None]
-        if not rs:
+        measured = _floor_measures(by_seed)
+        if not measured:
             continue
-        floor = rs[0].rate_floor
-        share = summarize([100 * r.rate_floor / r.test["rate"] for r in rs])
-        at = [r.diagnostics["dims_at_floor"] for r in rs if "dims_at_floor" in r.diagnostics]
+        floor, share, at = measured
+        rates = summarize([r.test["rate"] for r in by_seed.values() if r.rate_floor is not None])
         at_text = f"{summarize(at)} (n = {len(at)})" if at else "not measured"
-        lines.append(
-            f"| {beta:g} | {len(rs)} | {summarize([r.test['rate'] for r in rs])} | {floor:.2f} | {share}% | {at_text} |"
-        )
+        lines.append(f"| {beta:g} | {share.n} | {rates} | {floor:.2f} | {share}% | {at_text} |")
     return lines + [""]
+
+
+def _floor_measures(by_seed: dict[int, Result]) -> tuple[float, Summary, list[int]] | None:
+    """Echo's floor D(-log c), its share of the test rate in % and the dimensions at it (of the runs that
+    recorded them), over the seeds whose config has a floor; None when none has."""
+    rs = [r for r in by_seed.values() if r.rate_floor is not None]
+    if not rs:
+        return None
+    share = summarize([100 * r.rate_floor / r.test["rate"] for r in rs])
+    return rs[0].rate_floor, share, [r.diagnostics["dims_at_floor"] for r in rs if "dims_at_floor" in r.diagnostics]
 
 
 def _information_table(index, dataset: str) -> list[str]:
