@@ -9,7 +9,10 @@ directory, one sub-directory per saved step, as orbax-checkpoint's `CheckpointMa
 
 A save is written under ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` when complete, so a
 crash mid-save leaves only a temporary directory, which is never read and is removed the next time a
-`Checkpointer` opens the directory (and at once when the save fails, a full disk say).
+`Checkpointer` opens the directory (and at once when the save fails, a full disk say). A step written
+again (``save(..., replace=True)``) is first moved aside to ``<step>.replaced`` and deleted only once its
+successor is in place; a crash between the two leaves the old step aside, which the next `Checkpointer`
+opening the directory puts back.
 
 The meta also holds the sha256 of the state's arrays (``state_sha256``), checked when the step is restored:
 arrays changed on disk after the save are refused rather than trained on. Checkpoints saved before the
@@ -45,6 +48,7 @@ __all__ = ["Checkpointer", "convert_msgpack_checkpoint", "read_msgpack_checkpoin
 
 _STATE, _META = "state", "meta"
 _CHECKSUM = "state_sha256"  # the meta's key of the state's checksum (`_state_sha256`)
+_REPLACED = ".replaced"  # suffix of a step moved aside while it is written again; orbax lists no such step
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))  # .../site-packages/orbax
 
 
@@ -106,6 +110,8 @@ class Checkpointer:
             cleanup_tmp_directories=True,  # leftovers of crashed saves: never read, but they take space
             create=True,
         )
+        if os.path.isdir(self._directory):
+            _put_back_replaced(self._directory)
         # Handlers up front (not just item names): a fresh manager can then read a step's metadata.
         handlers = {_STATE: ocp.StandardCheckpointHandler(), _META: ocp.JsonCheckpointHandler()}
         # Opened on first use, so that a run which never saves leaves no empty directory behind.
@@ -164,7 +170,8 @@ class Checkpointer:
           meta: a dict that JSON represents exactly (string keys; str, int, float, bool, None, lists and
             dicts; no NaN or infinities, no tuples).
           replace: when `step` is the latest step, write it again (a run stopped in its final evaluation
-            saved its last step without results); a crash mid-save then leaves the steps before it.
+            saved its last step without results); until the new one is complete the old one is kept aside,
+            so a crash mid-save leaves the step as it was (put back by the next `Checkpointer`).
 
         Raises:
           TypeError, ValueError: for a step, state or meta that cannot be saved as asked, before anything
@@ -173,11 +180,12 @@ class Checkpointer:
         self._check_open()
         step = _check_step(step)
         latest = self._manager.latest_step()
+        aside = None  # the step being written again, moved aside until its successor is in place
         if replace and latest is not None and step == latest:
             if state is not None:
                 _check_state(state)
             _check_meta(meta)
-            self._manager.delete(step)
+            aside = self._set_aside(step)
             latest = self._manager.latest_step()
         if latest is not None and step <= latest:
             # orbax would silently skip the save (or raise for an existing step); a resumed run never
@@ -202,9 +210,23 @@ class Checkpointer:
             self._orbax = None  # opened again on next use
             if jax.process_index() == 0:  # the half-written step: never read, but it takes the space
                 _remove_temporary(self._directory)
+                if aside is not None:
+                    _put_back_replaced(self._directory, sync=False)  # the other processes may not have failed
             if is_disk_full(e) and not isinstance(e, UserError):
                 raise disk_full(self._directory, e) from e
             raise
+        if aside is not None and jax.process_index() == 0:
+            shutil.rmtree(aside)
+
+    def _set_aside(self, step: int) -> str:
+        """Moves the saved `step` to ``<step>.replaced``, out of orbax's sight, and returns that path."""
+        self._manager.close()  # it lists its steps when opened: reopened, it no longer holds `step`
+        self._orbax = None
+        aside = os.path.join(self._directory, f"{step}{_REPLACED}")
+        if jax.process_index() == 0:
+            os.rename(os.path.join(self._directory, str(step)), aside)
+        _sync_processes("echo_jax_checkpoint_set_aside")
+        return aside
 
     def restore(self, template, step: int | None = None) -> tuple[Any, dict]:
         """Reads the checkpoint of `step` (default: the latest).
@@ -411,6 +433,25 @@ def _check_meta(meta) -> None:
         raise ValueError(f"meta cannot be written as JSON ({e})") from None
     if json.loads(text) != meta:  # tuples, non-string keys: JSON would hand back something else
         raise ValueError("meta does not survive JSON unchanged (tuples or non-string keys?): use lists and str keys")
+
+
+def _put_back_replaced(directory: str, *, sync: bool = True) -> None:
+    """Settles steps moved aside by a replacing save that did not finish: one whose successor is in place is
+    deleted, any other is put back (on process 0; with `sync`, every process waits for it)."""
+    if jax.process_index() == 0:
+        for aside in glob.glob(os.path.join(glob.escape(directory), f"*{_REPLACED}")):
+            step = os.path.join(directory, os.path.basename(aside)[: -len(_REPLACED)])
+            if os.path.isdir(step):
+                shutil.rmtree(aside)
+            else:
+                os.rename(aside, step)
+    if sync:
+        _sync_processes("echo_jax_checkpoint_put_back")
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        ocp.multihost.sync_global_processes(name)
 
 
 def _remove_temporary(directory: str, settle_seconds: float = 0.3, limit_seconds: float = 5.0) -> None:

@@ -5,17 +5,19 @@ import json
 import logging
 import os
 import re
+import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from absl import logging as absl_logging
 from flax import serialization
 
 from echo_jax.checkpoints import Checkpointer, convert_msgpack_checkpoint, read_msgpack_checkpoint
-from echo_jax.errors import WorkdirError
+from echo_jax.errors import DiskFullError, WorkdirError
 from echo_jax.files import write_atomic
 from echo_jax.steps import TrainState
 
@@ -300,6 +302,61 @@ def test_replace_writes_the_latest_step_again_and_only_the_latest(tmp_path, stat
         with pytest.raises(ValueError, match="already holds step 5"):
             checkpointer.save(3, states, {}, replace=True)  # not the latest: a resumed run never goes back
         assert sorted(os.listdir(tmp_path / "ckpt")) == ["3", "5"]
+
+
+class _Killed(BaseException):
+    """Stands for the process being killed: no `except Exception` runs."""
+
+
+def test_a_replacing_save_killed_midway_leaves_the_step_as_it_was(tmp_path, states, monkeypatch):
+    # With one checkpoint kept, deleting the step before its successor is written would lose the whole run.
+    with Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1) as checkpointer:
+        checkpointer.save(5, states, {"step": 5})
+
+        def killed(*args, **kwargs):
+            raise _Killed
+
+        monkeypatch.setattr(ocp.CheckpointManager, "save", killed)
+        with pytest.raises(_Killed):
+            checkpointer.save(5, None, META, replace=True)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["5.replaced"]
+    with Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1) as reopened:
+        assert sorted(os.listdir(tmp_path / "ckpt")) == ["5"]
+        restored, meta = reopened.restore(states)
+        assert_bit_equal(restored, states)
+        assert meta == {"step": 5}
+        reopened.save(5, None, META, replace=True)  # the finished record, as the resumed run writes it
+        assert reopened.meta() == META
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["5"]
+
+
+def test_a_replacing_save_that_fails_puts_the_step_back_at_once(tmp_path, states, monkeypatch):
+    with Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1) as checkpointer:
+        checkpointer.save(5, states, {"step": 5})
+
+        def full_disk(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+        with pytest.raises(DiskFullError, match="nothing finished was overwritten"):
+            checkpointer.save(5, None, META, replace=True)
+        monkeypatch.undo()
+        assert sorted(os.listdir(tmp_path / "ckpt")) == ["5"]
+        assert checkpointer.latest_step() == 5
+        assert checkpointer.restore(states)[1] == {"step": 5}
+
+
+def test_a_replaced_step_left_aside_beside_its_successor_is_deleted(tmp_path, states):
+    # Killed after the new step was in place, before the old one was deleted: the new one stands.
+    with Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1) as checkpointer:
+        checkpointer.save(5, states, {"step": 5})
+        shutil.copytree(tmp_path / "ckpt" / "5", tmp_path / "old")
+        checkpointer.save(5, None, META, replace=True)
+    shutil.move(tmp_path / "old", tmp_path / "ckpt" / "5.replaced")
+    with Checkpointer(str(tmp_path / "ckpt"), max_to_keep=1) as reopened:
+        assert sorted(os.listdir(tmp_path / "ckpt")) == ["5"]
+        assert reopened.meta() == META
 
 
 def test_a_step_saved_without_a_state_holds_its_meta_alone(tmp_path, states):
