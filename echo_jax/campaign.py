@@ -217,6 +217,18 @@ def is_done(run: Run, finished: dict[str, str]) -> bool:
     return os.path.isfile(os.path.join(directory, trained.SIDECAR_FILE))
 
 
+# What every finished run's results row records since the training split's terms and the diagnostics were added.
+RECORDED = ("train", "diagnostics")
+
+
+def is_outdated(directory: str) -> bool:
+    """Whether the finished run (or program) in `directory` predates what this version records of every model: a
+    row of its results.json lacks one of `RECORDED`. ``run_campaign(retrain_outdated=True)`` trains it again."""
+    with open(os.path.join(directory, "results.json")) as f:
+        rows = json.load(f)["results"]
+    return any(name not in row for row in rows for name in RECORDED)
+
+
 def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") -> None:
     """Sets `overrides` on `config`; a nested dict sets fields of a nested group (``{"model": {...}}``)."""
     for name, value in overrides.items():
@@ -350,6 +362,12 @@ def count_sentence(runs: Sequence[Run], done: dict[str, str], rejected: dict[str
         parts.append(
             f"{unkept} more {'has' if unkept == 1 else 'have'} results but not the parameters "
             "their group keeps (trained again to keep them)"
+        )
+    outdated = sum(is_done(r, done) and is_outdated(done[r.key]) for r in runs)
+    if outdated:
+        parts.append(
+            f"{outdated} finished {'run predates' if outdated == 1 else 'runs predate'} the training split's terms "
+            "and the diagnostics (--retrain-outdated trains them again)"
         )
     untrusted = sum(r.key in rejected for r in runs)
     if untrusted:
@@ -526,6 +544,7 @@ def run_campaign(
     max_minutes: float | None = None,
     layout: str = "auto",
     allow_dirty: bool = False,
+    retrain_outdated: bool = False,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
@@ -541,6 +560,8 @@ def run_campaign(
         final evaluation already under way and for writing files; no program starts in the last 10%.
       layout: how runs are packed into programs (see `programs`).
       allow_dirty: train even though the code has uncommitted changes; each run trained so keeps the diff.
+      retrain_outdated: also train again the finished runs that predate the training split and the diagnostics
+        (`is_outdated`); their new folders replace the old ones.
       log: where progress lines go.
       clock: seconds, for the time budget.
 
@@ -559,7 +580,11 @@ def run_campaign(
         raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
     runs = plan(campaign, root, groups)
     done, rejected = scan_results(results_dir)
-    missing = [r for r in runs if not is_done(r, done)]
+
+    def to_train(run: Run, done: dict[str, str]) -> bool:
+        return not is_done(run, done) or (retrain_outdated and is_outdated(done[run.key]))
+
+    missing = [r for r in runs if to_train(r, done)]
     todo = programs(missing, layout)
     commit = identity.code_commit()
     dirty = commit is not None and commit.endswith("+dirty")
@@ -581,6 +606,10 @@ def run_campaign(
             log("time budget spent: stopping before the next program")
             break
         workdir = os.path.join(work_dir, campaign.name, program.key)
+        if retrain_outdated and os.path.isfile(os.path.join(workdir, "results.json")) and is_outdated(workdir):
+            # A finished program from before: it would answer with the results being replaced.
+            log(f"program {program.key}: its work directory's results predate the training split; cleared")
+            shutil.rmtree(workdir)
         try:
             held = workdir_lib.lock(workdir)
         except workdir_lib.WorkdirBusy:
@@ -588,7 +617,7 @@ def run_campaign(
             continue
         with held:
             finished = finished_runs(results_dir)  # read again: another runner may have finished this program
-            if all(is_done(r, finished) for r in program.runs):
+            if not any(to_train(r, finished) for r in program.runs):
                 continue
             log(f"program {program.key}: {', '.join(r.describe() for r in program.runs)}")
             if dirty:

@@ -2,15 +2,17 @@
 
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py [--group A] [--max-minutes 120]
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --status
+    python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --group A --retrain-outdated
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --migrate-keys [--results DIR]
 
 Finished runs land in results/<campaign>/ (config.json, metrics.jsonl, results.json per run: commit
 them); checkpoints of half-done programs stay in --workdir and are resumed by the next call. Then
 `python -m experiments.report --campaign ...` writes docs/reproduction.md from what is finished.
 The runner refuses a work tree with uncommitted changes unless --allow-dirty (each run then keeps the
-diff beside its results). --migrate-keys renames the run folders under --results (and the programs'
-work directories under --workdir) whose key an earlier key scheme computed, from their config.json;
-it is idempotent.
+diff beside its results). --retrain-outdated also trains again the finished runs whose results predate
+the training split's terms and the diagnostics (their new folders replace the old). --migrate-keys
+renames the run folders under --results (and the programs' work directories under --workdir) whose key
+an earlier key scheme computed, from their config.json; it is idempotent.
 """
 
 import os
@@ -38,6 +40,11 @@ _LAYOUT = flags.DEFINE_enum("layout", "auto", campaign_lib.LAYOUTS, "How runs ar
 _STATUS = flags.DEFINE_bool("status", False, "Only print what is done and what is left.")
 _ALLOW_DIRTY = flags.DEFINE_bool(
     "allow-dirty", False, "Train even though the code has uncommitted changes (each run keeps the diff)."
+)
+_RETRAIN_OUTDATED = flags.DEFINE_bool(
+    "retrain-outdated",
+    False,
+    "Also train again the finished runs whose results predate the training split's terms and the diagnostics.",
 )
 _MIGRATE_KEYS = flags.DEFINE_bool(
     "migrate-keys",
@@ -76,6 +83,7 @@ def main(argv):
         max_minutes=_MAX_MINUTES.value,
         layout=_LAYOUT.value,
         allow_dirty=_ALLOW_DIRTY.value,
+        retrain_outdated=_RETRAIN_OUTDATED.value,
         log=lambda line: print(line, flush=True),
     )
 

@@ -163,6 +163,34 @@ def test_runs_what_is_missing_and_keys_results_by_config(tmp_path):
     assert "1 to train" in lines[0] and len(finished(tmp_path)) == 9
 
 
+def test_runs_that_predate_the_training_split_are_trained_again_when_asked(tmp_path):
+    path = write_campaign(tmp_path)
+    run(path, tmp_path, groups=["B"])
+    ((key, directory),) = finished(tmp_path).items()
+    (workdir,) = (tmp_path / "work" / "tiny").iterdir()
+    for folder in (directory, workdir):  # as an earlier version wrote them, in the results and the work directory
+        results_path = os.path.join(folder, "results.json")
+        results = json.loads(open(results_path).read())
+        for row in results["results"]:
+            del row["train"], row["diagnostics"]
+        open(results_path, "w").write(json.dumps(results))
+    runs = campaign.plan(load(path), campaign.config_root(path), ["B"])
+    assert campaign.is_outdated(directory) and "1 finished run predates the training split" in (
+        campaign.count_sentence(runs, *campaign.scan_results(str(tmp_path / "results" / "tiny")))
+    )
+
+    complete, lines = run(path, tmp_path, groups=["B"])
+    assert complete and "0 to train" in lines[0] and campaign.is_outdated(directory)  # not unless asked
+    complete, lines = run(path, tmp_path, groups=["B"], retrain_outdated=True)
+    assert complete and "1 to train" in lines[0]
+    assert any("work directory's results predate the training split; cleared" in line for line in lines)
+    assert finished(tmp_path) == {key: directory} and not campaign.is_outdated(directory)
+    (row,) = json.loads(open(os.path.join(directory, "results.json")).read())["results"]
+    assert set(row["train"]) >= {"rate", "distortion"} and "active_units" in row["diagnostics"]
+    _, lines = run(path, tmp_path, groups=["B"], retrain_outdated=True)
+    assert "0 to train" in lines[0]
+
+
 def test_a_run_trained_alone_equals_the_same_run_trained_in_a_sweep(tmp_path):
     path = write_campaign(tmp_path)
     run(path, tmp_path, groups=["B"])  # vae beta 1 seed 0 alone

@@ -139,7 +139,9 @@ def test_disentanglement_verdicts():
     assert verdicts["A TC penalty improves Echo's disentanglement (dsprites_correlated)"].status == "not yet measured"
 
 
-def write_run(results_dir, run, test, curve):
+def write_run(results_dir, run, test, curve, recorded=True):
+    """A finished run's folder; `recorded` False writes it as runs were before the training split's terms and the
+    diagnostics were recorded."""
     directory = os.path.join(results_dir, run.path)
     os.makedirs(directory)
     row = {
@@ -153,6 +155,8 @@ def write_run(results_dir, run, test, curve):
         "steps": 500,
         "seconds": 1.0,
     }
+    if recorded:
+        row.update(train=test, diagnostics={"active_units": 1})
     with open(os.path.join(directory, "config.json"), "w") as f:
         f.write(run.config.to_json())  # a run counts as finished only with the config its folder's key names
     with open(os.path.join(directory, "results.json"), "w") as f:
@@ -223,8 +227,9 @@ def test_the_report_and_the_status_count_runs_alike(tmp_path):
         f.write(source)
     runs = campaign.plan(campaign.load_config_file(path), campaign.config_root(path))
     results_dir = str(tmp_path / "results" / "tiny")
-    for run in runs[:6]:  # beta 1 (vae seed 0 is group B's too) and echo beta 2; vae beta 2 pending
-        write_run(results_dir, run, {"rate": 10.0, "distortion": 90.0, "neg_elbo": 100.0}, [(10.0, 100.0)])
+    for i, run in enumerate(runs[:6]):  # beta 1 (vae seed 0 is group B's too) and echo beta 2; vae beta 2 pending
+        terms = {"rate": 10.0, "distortion": 90.0, "neg_elbo": 100.0}
+        write_run(results_dir, run, terms, [(10.0, 100.0)], recorded=i != 0)  # run 0 from an earlier version
     assert runs[4].keep_params and not runs[5].keep_params  # echo beta 2 seed 0 has no parameters file
     with open(os.path.join(results_dir, runs[5].path, "results.json"), "w") as f:
         f.write("{")  # echo beta 2 seed 1: not a results file
@@ -246,7 +251,8 @@ def test_the_report_and_the_status_count_runs_alike(tmp_path):
     counted = (
         "4 of 8 distinct runs finished; 1 shared between groups A and B (1 finished), counted once here and in each "
         "group's own tally; 1 more has results but not the parameters their group keeps (trained again to keep "
-        "them); 1 more has a folder that cannot be trusted (trained again)."
+        "them); 1 finished run predates the training split's terms and the diagnostics (--retrain-outdated trains "
+        "them again); 1 more has a folder that cannot be trusted (trained again)."
     )
     assert status[0] == f"campaign tiny: {counted}"
     assert f"`results/tiny/`: {counted} Every number" in text
