@@ -24,6 +24,7 @@ import scipy.stats
 
 from echo_jax import campaign as campaign_lib
 from echo_jax.files import write_atomic
+from echo_jax.paper import FLOOR_BATCH, FLOOR_VARIANTS
 from echo_jax.report import figure
 
 RD_DATASETS = ("binary_mnist", "omniglot", "fashion_mnist")
@@ -555,10 +556,12 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
       is not ruled out (the full correction is not measured).
     - budget: the gap at the standard and at the longer schedule, both on the VAE's curve through the betas
       trained longer (`longer_axis_gaps`); not measured where the beta was not trained longer.
-    - floor (Echo worse only): the share of Echo's rate that its clip forces, D (-log c). Recorded, never
-      decided: testing it needs Echo trained with another clip.
+    - floor (Echo worse only): the share of Echo's rate that its clip forces, D (-log c), and the gap with both
+      methods trained at batch `FLOOR_BATCH` (`floor_axis_gaps`), whose clip leaves Echo a lower floor; the VAE
+      shares the batch, so what the batch does to both is matched. Undecided where that beta was not run so.
     """
     gaps = rate_distortion_gaps(index, dataset)
+    lowered = floor_axis_gaps(index, dataset)
     splits = split_axis_gaps(index, dataset)
     bound = mi_axis_gaps(index, dataset, "upper_bound")
     budget_gaps = longer_axis_gaps(index, longer or {}, dataset) if longer else {}
@@ -607,9 +610,23 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                 vae_rates = [r.test["rate"] for r in index.get((dataset, "vae", b), {}).values()]
                 if vae_rates and max(vae_rates) < floor:
                     text += f"; the VAE at beta {b:g} spends {summarize(vae_rates)} nats, below it"
-                effects.append(Effect("floor", None, text + " (not tested: needs Echo with another clip)"))
+                explains = None
+                if b in lowered:
+                    low_floor = next(iter(index[(dataset, FLOOR_VARIANTS[0], b)].values())).rate_floor
+                    text += f"; with the floor at {low_floor:.2f} nats (batch {FLOOR_BATCH}, both methods) the gap is "
+                    text, explains = text + str(lowered[b]), _decides(gap.sign, lowered[b])
+                else:
+                    text += f" (not tested: no Echo and VAE pair at batch {FLOOR_BATCH} at this beta)"
+                effects.append(Effect("floor", explains, text))
         out[b] = effects
     return out
+
+
+def floor_axis_gaps(index, dataset: str) -> dict[float, Interval]:
+    """Per beta of group E3: the verdict's gap (Echo's distortion minus the VAE's at Echo's rate, paired by seed)
+    with both methods trained at batch `FLOOR_BATCH`, where Echo's clip leaves a lower rate floor, on that VAE's
+    curve. Its betas are spaced as the standard curve's (factors of 2), so the chords are alike."""
+    return rate_distortion_gaps(index, dataset, echo=FLOOR_VARIANTS[0], other=FLOOR_VARIANTS[1])
 
 
 def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
@@ -621,7 +638,8 @@ def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
         "**What explains each gap** on the verdict's axis (Echo's distortion minus the VAE's at Echo's rate, nats, "
         "mean [95% CI], paired by seed), per beta where it excludes 0. An effect explains the gap when, taken out, "
         "no gap of that sign is left: the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
-        "the rate bound (which can only flatter Echo), the longer schedule on the same VAE betas for the budget. "
+        "the rate bound (which can only flatter Echo), the longer schedule on the same VAE betas for the budget, "
+        f"both methods at batch {FLOOR_BATCH} (Echo's floor lowered) for the floor. "
         "Undecided: one seed, not measured, or not testable with these runs.",
         "",
         "| beta | gap | effect | explains it | evidence |",
@@ -705,24 +723,27 @@ def _pieces_with(items: Sequence, keep) -> list[list]:
 
 
 def _floor_table(index, dataset: str) -> list[str]:
-    rows = sorted((b, by) for (d, v, b), by in index.items() if d == dataset and v == "echo")
+    rows = sorted(
+        (v != "echo", b, v, by) for (d, v, b), by in index.items() if d == dataset and v in ("echo", FLOOR_VARIANTS[0])
+    )
     if not rows:
         return []
     lines = [
         "**Echo's rate floor.** The clipped scale S = c sigmoid(a) costs every latent dimension at least -log c "
-        "nats, so Echo's rate is at least D (-log c) whatever beta is; a VAE's can go to 0.",
+        "nats, so Echo's rate is at least D (-log c) whatever beta is; a VAE's can go to 0. The clip follows the "
+        f"batch (c = echo_clip(batch - 1)): {FLOOR_VARIANTS[0]} is Echo at batch {FLOOR_BATCH}.",
         "",
-        "| beta | seeds | rate | floor D(-log c) | floor share of the rate | dimensions at the floor (of D) |",
-        "|---|---|---|---|---|---|",
+        "| method | beta | seeds | rate | floor D(-log c) | floor share of the rate | dimensions at the floor (of D) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for beta, by_seed in rows:
+    for _, beta, variant, by_seed in rows:
         measured = _floor_measures(by_seed)
         if not measured:
             continue
         floor, share, at = measured
         rates = summarize([r.test["rate"] for r in by_seed.values() if r.rate_floor is not None])
         at_text = f"{summarize(at)} (n = {len(at)})" if at else "not measured"
-        lines.append(f"| {beta:g} | {share.n} | {rates} | {floor:.2f} | {share}% | {at_text} |")
+        lines.append(f"| {variant} | {beta:g} | {share.n} | {rates} | {floor:.2f} | {share}% | {at_text} |")
     return lines + [""]
 
 
@@ -894,9 +915,15 @@ def plot_rate_distortion_why(index, dataset: str, path: str, split: str = "test"
 
 
 def _draw_why(ax, index, dataset: str, split: str) -> None:
-    floors = {r.rate_floor for (d, v, _), by in index.items() if d == dataset and v == "echo" for r in by.values()}
-    for floor in sorted(f for f in floors if f is not None):
-        ax.axvline(floor, color="tab:red", ls=":", lw=1, label=f"Echo's floor D(-log c) = {floor:.2f} nats")
+    floors = {
+        (r.rate_floor, v)
+        for (d, v, _), by in index.items()
+        if d == dataset and v in ("echo", FLOOR_VARIANTS[0])
+        for r in by.values()
+        if r.rate_floor is not None
+    }
+    for (floor, variant), ls in zip(sorted(floors, reverse=True), (":", "-.")):
+        ax.axvline(floor, color="tab:red", ls=ls, lw=1, label=f"{variant}'s floor D(-log c) = {floor:.2f} nats")
     if split != "test":
         return
     for (name, _), marker in zip(MI_ESTIMATES, ("v", "^")):
@@ -1085,6 +1112,13 @@ def write_reproduction(
             md += [f"![rate-distortion, {dataset}]({rel(path)})", ""]
         md += _rd_table(index, dataset)
         md += _paired_table(index, dataset)
+        md += _paired_table(
+            index,
+            dataset,
+            FLOOR_VARIANTS,
+            f"Echo - VAE with both at batch {FLOOR_BATCH} (group E3: Echo's floor lowered), paired by seed, mean "
+            "[95% CI]:",
+        )
         why = _attribution_table(index, dataset, longer) + _why_table(index, dataset)
         why += _floor_table(index, dataset) + _information_table(index, dataset)
         generalisation = _generalisation_table(index, dataset)
@@ -1157,19 +1191,20 @@ def _rd_table(index, dataset: str) -> list[str]:
     return lines + [""]
 
 
-def _paired_table(index, dataset: str) -> list[str]:
-    betas = sorted(b for (d, v, b) in index if d == dataset and v == "echo" and (d, "vae", b) in index)
+def _paired_table(index, dataset: str, pair: tuple[str, str] = ("echo", "vae"), heading: str = "") -> list[str]:
+    echo, vae = pair
+    betas = sorted(b for (d, v, b) in index if d == dataset and v == echo and (d, vae, b) in index)
     if not betas:
         return []
-    gaps = rate_distortion_gaps(index, dataset)
+    gaps = rate_distortion_gaps(index, dataset, echo=echo, other=vae)
     lines = [
-        "Echo - VAE, paired by seed, mean [95% CI]:",
+        heading or "Echo - VAE, paired by seed, mean [95% CI]:",
         "",
         "| beta | -ELBO at the same beta | rate | distortion | distortion at Echo's rate |",
         "|---|---|---|---|---|",
     ]
     for beta in betas:
-        e, v = index[(dataset, "echo", beta)], index[(dataset, "vae", beta)]
+        e, v = index[(dataset, echo, beta)], index[(dataset, vae, beta)]
         cells = [
             str(paired_interval(*paired_by_seed(e, v, lambda r, k=k: r.test[k])))
             for k in ("neg_elbo", "rate", "distortion")

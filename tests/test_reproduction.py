@@ -385,6 +385,44 @@ def test_the_floor_evidence_says_when_the_vae_spends_less_than_echos_floor():
     assert "below it" not in floor().evidence
 
 
+def test_the_floor_explains_a_gap_that_a_lower_floor_closes():
+    standard = []
+    for seed, noise in enumerate((0.0, 0.3, -0.3)):
+        # Echo at rate 6 is 125 + 0.1 seed against the VAE's 115 + noise there (as in the test above): worse
+        standard += [result("vae", 1.0, seed, 20.0, 80.0 + noise), result("vae", 8.0, seed, 4.0 + noise, 120.0)]
+        standard += [result("echo", 8.0, seed, 6.0, 125.0 + 0.1 * seed)]
+    for r in standard:
+        r.rate_floor = 5.5 if r.variant == "echo" else None
+
+    def floor_effect(shift):
+        """Both at batch 400: the VAE's curve through (10, 100 + noise) and (2, 140 + noise) is 120 + noise at rate
+        6; Echo, with a floor of 1.52 nats, is there at 120 + noise + shift + 0.1 seed."""
+        lowered = []
+        for seed, noise in enumerate((0.0, 0.2, -0.2)):
+            lowered += [result("vae_batch400", 4.0, seed, 10.0, 100.0 + noise)]
+            lowered += [result("vae_batch400", 16.0, seed, 2.0, 140.0 + noise)]
+            lowered += [result("echo_batch400", 8.0, seed, 6.0, 120.0 + noise + shift + 0.1 * seed)]
+        for r in lowered:
+            r.rate_floor = 1.52 if r.variant == "echo_batch400" else None
+        index = reproduction._index(standard + lowered)
+        assert reproduction.floor_axis_gaps(index, "binary_mnist")[8.0].mean == pytest.approx(shift + 0.1)
+        return next(e for e in reproduction.attribution(index, "binary_mnist")[8.0] if e.name == "floor")
+
+    # gaps 0.0, 0.1, 0.2: mean 0.1, sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.248: the interval holds 0
+    closed = floor_effect(0.0)
+    assert closed.explains is True
+    assert "; with the floor at 1.52 nats (batch 400, both methods) the gap is +0.10 [-0.15, +0.35] (n = 3)" in (
+        closed.evidence
+    )
+    assert floor_effect(3.0).explains is False  # +3.10 [+2.85, +3.35]: the gap stays with the floor lowered
+    no_pair = next(
+        e for e in reproduction.attribution(reproduction._index(standard), "binary_mnist")[8.0] if e.name == "floor"
+    )
+    assert (
+        no_pair.explains is None and "(not tested: no Echo and VAE pair at batch 400 at this beta)" in no_pair.evidence
+    )
+
+
 def test_generalisation_explains_a_gap_the_training_split_does_not_have():
     # Test-split gaps (by hand, as in test_rate_distortion_gaps_by_hand): beta 2: -2.0, -1.9, -1.8; beta 0.5:
     # -1.0, -1.1, -1.2. The training split: Echo at beta 2 fits 1.7, 2.0, 2.0 nats worse than on the test split,
