@@ -16,8 +16,10 @@ initialisation and noise, which lets a sweep train them together and pairs Echo 
 same batches.
 
 Provenance: every run's results.json records the commits that trained it (``run.commits``; ``run.commit`` is
-the one that finished it). The runner refuses a work tree with uncommitted changes unless asked
-(``allow_dirty``); a run trained from one keeps the diff beside its results (``code-<hash>.diff``).
+the one that finished it) and the environments (``run.environments``: package versions, device, CPU model), since
+one config and commit agree bit for bit only within one environment. The runner refuses a work tree with
+uncommitted changes unless asked (``allow_dirty``); a run trained from one keeps the diff beside its results
+(``code-<hash>.diff``).
 A run counts as finished only when its folder can be trusted (`scan_results`: its files parse, its numbers are
 finite, its config's key is the folder's); any other is trained again, and the status says why.
 `migrate_keys` renames results folders (and the programs' work directories) whose key an earlier key scheme
@@ -658,7 +660,8 @@ def write_run(
     file and sidecar.
 
     Args:
-      provenance: the program's (its results.json's): ``commits``, every commit that trained it, in order.
+      provenance: the program's (its results.json's): ``commits`` and ``environments``, every commit and
+        environment (`identity.environment`) that trained it, in order.
     """
     from echo_jax import sweep, trained
 
@@ -669,6 +672,7 @@ def write_run(
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a results folder is shared
     model_dir = os.path.join(workdir, trained.MODELS_DIR, trained.model_dir_name(run.beta, run.seed))
     commits = (provenance or {}).get("commits") or [None]
+    environments = (provenance or {}).get("environments") or [None]
     try:
         for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else ():
             if name.endswith(".png") or (run.keep_params and name in (trained.PARAMS_FILE, trained.SIDECAR_FILE)):
@@ -689,6 +693,7 @@ def write_run(
                 "groups": run.groups,
                 "commit": commits[-1],
                 "commits": commits,
+                "environments": environments,
                 "program": {
                     "betas": identity.betas_of(program.config),
                     "seed": program.config.seed,

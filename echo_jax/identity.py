@@ -194,6 +194,39 @@ def code_commit() -> str | None:
 
 
 @functools.cache
+def environment() -> dict:
+    """What besides the code decides a run's floating-point results: the versions of the numerical stack and the
+    device XLA compiles for (its CPU model too: XLA's CPU code depends on the instruction set). Two runs of one
+    config and commit agree bit for bit only within one environment. Asked once per process."""
+    import importlib.metadata
+    import platform
+
+    import jax
+
+    def version(package: str) -> str | None:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    return {
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy")},
+        "backend": jax.default_backend(),
+        "device": device.device_kind,
+        "devices": jax.device_count(),
+        "cpu": cpu,
+    }
+
+
+@functools.cache
 def code_diff() -> str:
     """The uncommitted changes of the tracked files against HEAD ("" when clean or outside git); asked once per
     process, as `code_commit`."""

@@ -119,6 +119,7 @@ class Result:
     num_epochs: int = 0  # the schedule's length (its protocol)
     rate_floor: float | None = None  # Echo: D * -log c, from its config
     directory: str = ""
+    environments: list = dataclasses.field(default_factory=list)  # what trained it (`identity.environment`)
 
 
 def load_finished(runs: Sequence[campaign_lib.Run], done: dict[str, str]) -> list[Result]:
@@ -156,6 +157,7 @@ def load_finished(runs: Sequence[campaign_lib.Run], done: dict[str, str]) -> lis
                 int(run.config.num_epochs),
                 _rate_floor(run.config),
                 directory,
+                [e for e in results.get("run", {}).get("environments") or [] if e],
             )
         )
     return out
@@ -1095,6 +1097,7 @@ def write_reproduction(
     commits = sorted({r.commit or "unknown" for r in every})
     if commits:
         md += [f"**Code.** Trained at commit(s) {', '.join(f'`{c}`' for c in commits)}.", ""]
+    md += _environment_lines(every)
     dirty = [r for r in every if trained_dirty(r.directory)]
     if dirty:
         md += [dirty_note(dirty), ""]
@@ -1149,6 +1152,24 @@ def write_reproduction(
     md += campaign_lib.status_lines(campaign, runs, done, rejected) + ["```", ""]
     write_atomic(out_path, "\n".join(md))
     return verdicts
+
+
+def _environment_lines(results: Sequence[Result]) -> list[str]:
+    """The environments the runs were trained in (one config and commit agree bit for bit only within one)."""
+    seen: dict[str, int] = defaultdict(int)
+    for r in results:
+        for e in {json.dumps(e, sort_keys=True) for e in r.environments}:
+            seen[e] += 1
+    if not seen:
+        return []
+    described = [
+        f"jax {e['jax']}, flax {e['flax']}, optax {e['optax']} on {e['backend']} ({e['device']}, CPU {e['cpu']}): "
+        f"{n} run(s)"
+        for e, n in ((json.loads(k), n) for k, n in sorted(seen.items(), key=lambda kv: -kv[1]))
+    ]
+    unrecorded = sum(not r.environments for r in results)
+    tail = f"; {unrecorded} run(s) trained before environments were recorded" if unrecorded else ""
+    return [f"**Environment.** {'; '.join(described)}{tail}.", ""]
 
 
 def _zoo_section(campaign, results, dataset: str, figures_dir: str, rel) -> list[str]:

@@ -163,6 +163,7 @@ class Program:
     evaluators: Mapping[str, Evaluator]
     data_loop: str = "host"
     commit: str | None = None  # the code's commit (`identity.code_commit`), recorded with what the run writes
+    environment: dict | None = None  # the stack and device it runs on (`identity.environment`), recorded alike
 
     @property
     def steps_per_epoch(self) -> int:
@@ -220,12 +221,12 @@ def _train_and_evaluate(config, workdir: str, evaluators, on_step, should_stop, 
     program = _build_program(config, workdir, train_set, test_set, evaluators or {})
     chunk_size, data_loop = _hardware_layout(program, runs)
     program = dataclasses.replace(program, data_loop=data_loop)
-    rows, commits = [], []
+    rows, provenance = [], {"commits": [], "environments": []}
     for first in range(0, len(runs), chunk_size):
         chunk = runs[first : first + chunk_size]
         held = identity.checkpoint_identity(chunk, first // chunk_size, chunk_size, len(runs))
         name = "checkpoints" if chunk_size >= len(runs) else f"checkpoints-{first // chunk_size}"
-        population_rows, population_commits = train_population(
+        population_rows, population_provenance = train_population(
             program,
             chunk,
             held,
@@ -235,10 +236,11 @@ def _train_and_evaluate(config, workdir: str, evaluators, on_step, should_stop, 
             signals=signals,
         )
         rows += population_rows
-        commits += [c for c in population_commits if c not in commits]
-    # provenance: every commit that trained part of the run, in order (None: a part trained before checkpoints
-    # recorded their commit).
-    results = {"experiment": config.experiment, "results": rows, "provenance": {"commits": commits}}
+        for name, held_list in provenance.items():
+            held_list += [x for x in population_provenance[name] if x not in held_list]
+    # provenance: every commit and every environment (`identity.environment`) that trained part of the run, in
+    # order (None: a part trained before checkpoints recorded it).
+    results = {"experiment": config.experiment, "results": rows, "provenance": provenance}
     if jax.process_index() == 0:
         write_atomic(os.path.join(workdir, "results.json"), dumps_strict(results, indent=2))
     return results
@@ -267,6 +269,7 @@ def _build_program(config, workdir: str, train_set, test_set, evaluators) -> Pro
         sample,
         evaluators,
         commit=identity.code_commit(),
+        environment=identity.environment(),
     )
 
 
@@ -308,6 +311,14 @@ class Periodic:
         return any(step % n == 0 for n in self.every) and (self.at_end or step < total_steps)
 
 
+def _held_then_now(meta: dict, name: str, now: list) -> list:
+    """A checkpoint's list of what trained it (commits, environments) followed by this process's, unless the
+    population is finished or this one is the last already; None stands for a part trained before checkpoints
+    recorded it."""
+    held = meta.get(name, [None])
+    return held if "test" in meta else held + [x for x in now if x != held[-1]]
+
+
 def train_population(
     program: Program,
     runs: Sequence[tuple[float, int]],
@@ -317,7 +328,7 @@ def train_population(
     on_step: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     signals: _StopSignals | None = None,
-) -> tuple[list[dict], list]:
+) -> tuple[list[dict], dict]:
     """Trains one population of models to the end (resuming from its checkpoint) and evaluates them.
 
     Each dispatch runs one update (the host loop) or up to ``steps_per_call`` updates (the on-device loop),
@@ -326,17 +337,18 @@ def train_population(
     `on_step` is called for every update once its dispatch is issued.
 
     Returns:
-      The results.json row of every model, and the commits that trained the population.
+      The results.json row of every model, and the population's provenance: ``commits`` and ``environments``
+      (`identity.environment`) that trained it, in order.
     """
     signals = signals or _StopSignals()
     run = _PopulationRun(program, list(runs), identity, checkpoint_dir)
     step = run.restore()
     if run.rows is not None:  # this population finished before the run was interrupted
         logging.info("%s: finished earlier; its results are read from %s", run.label, checkpoint_dir)
-        return run.rows, run.commits
+        return run.rows, run.provenance()
     signals.deferred = True
     try:
-        return _run_loop(run, step, signals, on_step, should_stop), run.commits
+        return _run_loop(run, step, signals, on_step, should_stop), run.provenance()
     finally:
         signals.deferred = False
 
@@ -413,6 +425,7 @@ class _PopulationRun:
         # get: a config written before the field existed keeps the field's default.
         self.checkpoints = checkpoints.Checkpointer(checkpoint_dir, max_to_keep=config.get("checkpoints_to_keep", 1))
         self.commits = [program.commit]  # the commits that trained these models, in order
+        self.environments = [program.environment]  # and the environments, alike
         self.metrics_path = os.path.join(program.workdir, "metrics.jsonl")
         self.eval_key = jax.random.PRNGKey(data_seed_of(config) + 12)  # the same evaluation noise every time
         self.tensorboard = None
@@ -437,8 +450,8 @@ class _PopulationRun:
             self._check_identity(meta, self.checkpoints.directory)
             if "test" not in meta:
                 states, meta = self.checkpoints.restore(template)
-            trained = meta.get("commits", [None])  # None: trained before checkpoints recorded their commit
-            self.commits = trained if "test" in meta else trained + [c for c in self.commits if c != trained[-1]]
+            self.commits = _held_then_now(meta, "commits", self.commits)
+            self.environments = _held_then_now(meta, "environments", self.environments)
         if "test" in meta:
             self.rows = self._rows(meta["test"], meta["extra"], meta["seconds"])
             return meta["step"]
@@ -456,6 +469,10 @@ class _PopulationRun:
         if self.program.config.get("tensorboard"):
             self.tensorboard = logs.TensorBoard(self.program.workdir, self.runs, resume_step=step or None)
         return step
+
+    def provenance(self) -> dict:
+        """The commits and environments that trained this population, in order."""
+        return {"commits": self.commits, "environments": self.environments}
 
     def _check_identity(self, meta: dict, path: str) -> None:
         if "identity" not in meta and self.identity["chunk_size"] >= self.identity["num_models"]:
@@ -488,6 +505,7 @@ class _PopulationRun:
             "seconds": time.perf_counter() - self.start,
             "identity": self.identity,
             "commits": self.commits,
+            "environments": self.environments,
             "divergence": {split: guard.state() for split, guard in self.guards.items()},
         }
         if test is not None:

@@ -149,6 +149,7 @@ def test_runs_what_is_missing_and_keys_results_by_config(tmp_path):
     (row,) = results["results"]
     assert (row["encoder"], row["beta"], row["seed"]) == ("echo", 1.0, 1) and "iwae_nll" not in row["test"]
     assert results["run"]["program"] == {"betas": [1.0], "seed": 0, "num_seeds": 2, "strategy": "sequential"}
+    assert results["run"]["environments"] == [identity.environment()]  # what trained it, beside its commits
     config = json.loads(open(os.path.join(directory, "config.json")).read())
     assert (config["beta"], config["seed"], config["data_seed"], config["betas"]) == (1.0, 1, 0, "")
     metrics = [json.loads(line) for line in open(os.path.join(directory, "metrics.jsonl"))]
