@@ -236,8 +236,8 @@ def _train_and_evaluate(config, workdir: str, evaluators, on_step, should_stop, 
             signals=signals,
         )
         rows += population_rows
-        for name, held_list in provenance.items():
-            held_list += [x for x in population_provenance[name] if x not in held_list]
+        for kind, held_list in provenance.items():
+            held_list += [x for x in population_provenance[kind] if x not in held_list]
     # provenance: every commit and every environment (`identity.environment`) that trained part of the run, in
     # order (None: a part trained before checkpoints recorded it).
     results = {"experiment": config.experiment, "results": rows, "provenance": provenance}
