@@ -732,8 +732,13 @@ def _floor_table(index, dataset: str) -> list[str]:
         return []
     lines = [
         "**Echo's rate floor.** The clipped scale S = c sigmoid(a) costs every latent dimension at least -log c "
-        "nats, so Echo's rate is at least D (-log c) whatever beta is; a VAE's can go to 0. The clip follows the "
-        f"batch (c = echo_clip(batch - 1)): {FLOOR_VARIANTS[0]} is Echo at batch {FLOOR_BATCH}.",
+        "nats, so Echo's rate is at least D (-log c) whatever beta is; a VAE's can go to 0."
+        + (
+            f" The clip follows the batch (c = echo_clip(batch - 1)): {FLOOR_VARIANTS[0]} is Echo at batch "
+            f"{FLOOR_BATCH}."
+            if any(variant != "echo" for _, _, variant, _ in rows)
+            else ""
+        ),
         "",
         "| method | beta | seeds | rate | floor D(-log c) | floor share of the rate | dimensions at the floor (of D) |",
         "|---|---|---|---|---|---|---|",
