@@ -25,6 +25,7 @@ Two declared lists keep earlier runs what they were:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -210,11 +211,8 @@ def environment() -> dict:
             return None
 
     cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:  # Linux names the model; elsewhere keep the above
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     device = jax.devices()[0]
     return {
         "python": platform.python_version(),
