@@ -46,10 +46,9 @@ import ml_collections
 
 # Training (jax, the model, the training loop) is imported where a run is trained or its files named: planning a
 # campaign and reading its results folders need none of it, so a bad campaign file fails at once.
-from echo_jax import identity, validation
+from echo_jax import files, identity, validation
 from echo_jax import workdir as workdir_lib
 from echo_jax.errors import ConfigError, UserError
-from echo_jax.files import write_atomic
 from echo_jax.identity import run_key, single_run_config
 
 LAYOUTS = ("auto", "per_run", "per_beta", "per_variant")
@@ -319,6 +318,8 @@ def scan_results(results_dir: str) -> tuple[dict[str, str], dict[str, str]]:
     found, rejected = {}, {}
     for path in sorted(glob.glob(os.path.join(results_dir, "**", "results.json"), recursive=True)):
         directory = os.path.dirname(path)
+        if directory.endswith(files.REPLACED):  # a run being replaced, or one a kill left aside: not yet settled
+            continue
         key = os.path.basename(directory).rsplit("_", 1)[-1]
         try:
             config = workdir_lib.read_config(os.path.join(directory, "config.json"))
@@ -505,7 +506,7 @@ def _set_json_key(path: str, where: tuple[str, ...], key: str) -> None:
             return
     if node.get(where[-1]) != key:
         node[where[-1]] = key
-        write_atomic(path, json.dumps(content, indent=2) + "\n")
+        files.write_atomic(path, json.dumps(content, indent=2) + "\n")
 
 
 def _held_by_old_runner(directory: str) -> bool:
@@ -581,6 +582,7 @@ def run_campaign(
     if max_minutes is not None and not max_minutes > 0:
         raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
     runs = plan(campaign, root, groups)
+    files.settle_replaced(results_dir, recursive=True)  # a run folder a killed `write_run` left aside
     done, rejected = scan_results(results_dir)
 
     def to_train(run: Run, done: dict[str, str]) -> bool:
@@ -649,13 +651,16 @@ def keep_diff(workdir: str, commit: str, diff: str) -> None:
     file per distinct diff (a program resumed from other changes keeps both); `write_run` copies them."""
     name = f"code-{hashlib.sha256(diff.encode()).hexdigest()[:8]}.diff"
     if not os.path.exists(os.path.join(workdir, name)):
-        write_atomic(os.path.join(workdir, name), f"# uncommitted changes on top of {commit[: -len('+dirty')]}\n{diff}")
+        files.write_atomic(
+            os.path.join(workdir, name), f"# uncommitted changes on top of {commit[: -len('+dirty')]}\n{diff}"
+        )
 
 
 def write_run(
     results_dir: str, run: Run, program: Program, workdir: str, row: dict, provenance: dict | None = None
 ) -> None:
-    """Writes one finished run's directory in one rename: config.json, metrics.jsonl, results.json, the model's
+    """Writes one finished run's directory in one rename (`files.replace_directory`: an old folder of the run is
+    replaced so that a kill leaves one or the other): config.json, metrics.jsonl, results.json, the model's
     pictures, the diffs of uncommitted changes it was trained from and, when the run keeps them, its parameters
     file and sidecar.
 
@@ -704,9 +709,7 @@ def write_run(
         }
         with open(os.path.join(tmp, "results.json"), "w") as f:
             f.write(json.dumps(results, indent=2) + "\n")
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        files.replace_directory(tmp, target)  # a kill midway leaves the old run or the new one
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

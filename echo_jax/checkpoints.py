@@ -42,13 +42,12 @@ from absl import logging as absl_logging
 from flax import serialization
 
 from echo_jax.errors import UserError, WorkdirError
-from echo_jax.files import disk_full, dumps_strict, is_disk_full
+from echo_jax.files import REPLACED, disk_full, dumps_strict, is_disk_full, settle_replaced
 
 __all__ = ["Checkpointer", "convert_msgpack_checkpoint", "read_msgpack_checkpoint"]
 
 _STATE, _META = "state", "meta"
 _CHECKSUM = "state_sha256"  # the meta's key of the state's checksum (`_state_sha256`)
-_REPLACED = ".replaced"  # suffix of a step moved aside while it is written again; orbax lists no such step
 _ORBAX_DIR = os.path.dirname(os.path.dirname(os.path.abspath(ocp.__file__)))  # .../site-packages/orbax
 
 
@@ -222,7 +221,7 @@ class Checkpointer:
         """Moves the saved `step` to ``<step>.replaced``, out of orbax's sight, and returns that path."""
         self._manager.close()  # it lists its steps when opened: reopened, it no longer holds `step`
         self._orbax = None
-        aside = os.path.join(self._directory, f"{step}{_REPLACED}")
+        aside = os.path.join(self._directory, f"{step}{REPLACED}")  # orbax lists no such step
         if jax.process_index() == 0:
             os.rename(os.path.join(self._directory, str(step)), aside)
         _sync_processes("echo_jax_checkpoint_set_aside")
@@ -436,15 +435,10 @@ def _check_meta(meta) -> None:
 
 
 def _put_back_replaced(directory: str, *, sync: bool = True) -> None:
-    """Settles steps moved aside by a replacing save that did not finish: one whose successor is in place is
-    deleted, any other is put back (on process 0; with `sync`, every process waits for it)."""
+    """Settles steps moved aside by a replacing save that did not finish (`files.settle_replaced`, on process 0;
+    with `sync`, every process waits for it)."""
     if jax.process_index() == 0:
-        for aside in glob.glob(os.path.join(glob.escape(directory), f"*{_REPLACED}")):
-            step = os.path.join(directory, os.path.basename(aside)[: -len(_REPLACED)])
-            if os.path.isdir(step):
-                shutil.rmtree(aside)
-            else:
-                os.rename(aside, step)
+        settle_replaced(directory)
     if sync:
         _sync_processes("echo_jax_checkpoint_put_back")
 

@@ -1,11 +1,13 @@
-"""Run files: atomic replacement, JSON-lines logs, and JSON read back with one-line errors."""
+"""Run files: atomic replacement of files and folders, JSON-lines logs, and JSON read back with one-line errors."""
 
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import secrets
+import shutil
 from typing import Any
 
 from echo_jax.errors import DiskFullError, WorkdirError
@@ -48,6 +50,44 @@ def write_atomic(path: str, content: bytes | str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+REPLACED = ".replaced"  # suffix of a folder moved aside while its successor takes its place
+
+
+def replace_directory(new: str, target: str) -> None:
+    """Renames the folder `new` to `target`, replacing any folder there, so that a kill at any point leaves the
+    old folder or the new one, never neither.
+
+    An existing `target` is first moved aside to ``<target>.replaced`` and deleted only once `new` is in place;
+    a kill between the two renames leaves it aside, and `settle_replaced` puts it back. A failed rename puts it
+    back at once.
+    """
+    aside = target + REPLACED
+    if os.path.isdir(target):
+        if os.path.isdir(aside):  # left by a kill after its successor, `target`, was in place
+            shutil.rmtree(aside)
+        os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        if os.path.isdir(aside) and not os.path.exists(target):
+            os.rename(aside, target)
+        raise
+    if os.path.isdir(aside):
+        shutil.rmtree(aside)
+
+
+def settle_replaced(directory: str, *, recursive: bool = False) -> None:
+    """Settles the folders in `directory` (with `recursive`, at any depth) that a replacement killed midway left
+    moved aside (`replace_directory`): one whose successor is in place is deleted, any other is put back."""
+    pattern = os.path.join(glob.escape(directory), "**" if recursive else "", f"*{REPLACED}")
+    for aside in glob.glob(pattern, recursive=recursive):
+        target = aside[: -len(REPLACED)]
+        if os.path.isdir(target):
+            shutil.rmtree(aside)
+        else:
+            os.rename(aside, target)
 
 
 def dumps_strict(obj, **kwargs) -> str:

@@ -1,6 +1,7 @@
 """Campaigns on tiny configs: planning, what is missing, resume, the time budget, locks, provenance, key
 migration, the CLI. (Run keys themselves: tests/test_identity.py.)"""
 
+import glob
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import textwrap
 
 import pytest
 
-from echo_jax import campaign, identity, reproduction, sweep, train
+from echo_jax import campaign, files, identity, reproduction, sweep, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RD = os.path.join(REPO, "configs", "rate_distortion")
@@ -190,6 +191,17 @@ def test_runs_that_predate_the_training_split_are_trained_again_when_asked(tmp_p
     assert set(row["train"]) >= {"rate", "distortion"} and "active_units" in row["diagnostics"]
     _, lines = run(path, tmp_path, groups=["B"], retrain_outdated=True)
     assert "0 to train" in lines[0]
+
+
+def test_a_run_folder_a_killed_replacement_left_aside_is_put_back_not_trained_again(tmp_path):
+    path = write_campaign(tmp_path)
+    run(path, tmp_path, groups=["B"])
+    ((key, directory),) = finished(tmp_path).items()
+    os.rename(directory, directory + files.REPLACED)  # killed between `write_run`'s two renames
+    assert campaign.scan_results(str(tmp_path / "results" / "tiny")) == ({}, {})  # not read, and not refused
+    complete, lines = run(path, tmp_path, groups=["B"])
+    assert complete and "0 to train" in lines[0] and finished(tmp_path) == {key: directory}
+    assert not glob.glob(str(tmp_path / "results" / "**" / f"*{files.REPLACED}"), recursive=True)
 
 
 def test_a_run_trained_alone_equals_the_same_run_trained_in_a_sweep(tmp_path):
