@@ -156,10 +156,19 @@ def config_root(campaign_path: str) -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(campaign_path)))
 
 
-def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] | None = None) -> list[Run]:
+def plan(
+    campaign: ml_collections.ConfigDict,
+    root: str,
+    groups: Iterable[str] | None = None,
+    variants: Iterable[str] | None = None,
+) -> list[Run]:
     """Every run the campaign asks for, in priority order (group, then beta, then variant, then seed).
 
     A run asked for by several groups appears once, at its first place, listing all its groups.
+
+    Args:
+      groups: only these groups (default: all).
+      variants: only these variants of them (default: all), to train first the runs that decide a question.
     """
     validation.require_config_dict(campaign, "the campaign file")
     names = [g.name for g in campaign.groups]
@@ -167,12 +176,20 @@ def plan(campaign: ml_collections.ConfigDict, root: str, groups: Iterable[str] |
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise ConfigError(f"unknown group(s) {', '.join(unknown)}; the campaign has {', '.join(names)}")
+    offered = list(dict.fromkeys(v.name for g in campaign.groups if g.name in wanted for v in g.variants))
+    unknown = sorted(set(variants or ()) - set(offered))
+    if unknown:
+        raise ConfigError(
+            f"unknown variant(s) {', '.join(unknown)}; the group(s) {', '.join(wanted)} have {', '.join(offered)}"
+        )
     runs: dict[str, Run] = {}
     for g in campaign.groups:
         if g.name not in wanted:
             continue
         bases = []
         for v in g.variants:
+            if variants and v.name not in variants:
+                continue
             base = load_config_file(v.config, root)
             _override(base, {**campaign.get("overrides", {}), **g.overrides, **v.overrides})
             bases.append((v.name, base))
@@ -544,6 +561,7 @@ def run_campaign(
     results_dir: str,
     work_dir: str,
     groups: Iterable[str] | None = None,
+    variants: Iterable[str] | None = None,
     max_minutes: float | None = None,
     layout: str = "auto",
     allow_dirty: bool = False,
@@ -559,6 +577,7 @@ def run_campaign(
       results_dir: the campaign's results folder (finished runs' small files).
       work_dir: the programs' scratch work directories (checkpoints); a half-done program resumes there.
       groups: only these groups (default: all).
+      variants: only these variants of them (default: all).
       max_minutes: time budget. Training stops (after a checkpoint) at 90% of it, leaving the rest for a
         final evaluation already under way and for writing files; no program starts in the last 10%.
       layout: how runs are packed into programs (see `programs`).
@@ -581,7 +600,7 @@ def run_campaign(
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
     if max_minutes is not None and not max_minutes > 0:
         raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
-    runs = plan(campaign, root, groups)
+    runs = plan(campaign, root, groups, variants)
     files.settle_replaced(results_dir, recursive=True)  # a run folder a killed `write_run` left aside
     done, rejected = scan_results(results_dir)
 

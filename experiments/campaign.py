@@ -25,6 +25,9 @@ from echo_jax import cli, validation
 
 _CAMPAIGN = config_flags.DEFINE_config_file("campaign", None, "A campaign file, e.g. configs/campaigns/paper_mlp.py")
 _GROUPS = flags.DEFINE_multi_string("group", None, "Only this group (repeatable); default: all, in order.")
+_VARIANTS = flags.DEFINE_multi_string(
+    "variant", None, "Only this variant of the groups (repeatable), e.g. vae_batch400; default: all."
+)
 _MAX_MINUTES = flags.DEFINE_float(
     "max-minutes",
     None,
@@ -68,7 +71,7 @@ def main(argv):
         print(f"{renamed} folder(s) renamed")
         return
     if _STATUS.value:
-        runs = campaign_lib.plan(campaign, root, _GROUPS.value)
+        runs = campaign_lib.plan(campaign, root, _GROUPS.value, _VARIANTS.value)
         done, rejected = campaign_lib.scan_results(results_dir)
         print(f"campaign {campaign.name}: {campaign_lib.count_sentence(runs, done, rejected)}")
         for line in campaign_lib.status_lines(campaign, runs, done, rejected):
@@ -80,6 +83,7 @@ def main(argv):
         results_dir=results_dir,
         work_dir=_WORKDIR.value,
         groups=_GROUPS.value,
+        variants=_VARIANTS.value,
         max_minutes=_MAX_MINUTES.value,
         layout=_LAYOUT.value,
         allow_dirty=_ALLOW_DIRTY.value,

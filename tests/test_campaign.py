@@ -97,6 +97,11 @@ def test_plan_orders_by_priority_and_trains_a_shared_run_once(tmp_path):
     assert [r.key for r in only_b] == [shared[0].key]
     with pytest.raises(ValueError, match="unknown group"):
         campaign.plan(load(path), campaign.config_root(path), groups=["Z"])
+    only_vae = campaign.plan(load(path), campaign.config_root(path), variants=["vae"])
+    assert [r.key for r in only_vae] == [r.key for r in runs if r.variant == "vae"]  # in the same order
+    assert only_vae[0].groups == ["A", "B"]
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) echo; the group\(s\) B have vae$"):
+        campaign.plan(load(path), campaign.config_root(path), groups=["B"], variants=["echo"])
 
 
 def test_programs_pack_betas_and_seeds(tmp_path):
@@ -296,23 +301,17 @@ def test_the_paper_campaigns_plan_every_group():
 
 def test_cli_status(tmp_path):
     path = write_campaign(tmp_path)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.campaign",
-            "--campaign",
-            path,
-            "--status",
-            "--results",
-            str(tmp_path / "results"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "group A: 0/8 runs done" in out.stdout and "pending: echo mnist_sample beta=2 seeds 0,1" in out.stdout
+
+    def status(*flags):
+        command = ["-m", "experiments.campaign", "--campaign", path, "--status", "--results", str(tmp_path / "results")]
+        out = subprocess.run([sys.executable, *command, *flags], cwd=REPO, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    out = status()
+    assert "group A: 0/8 runs done" in out and "pending: echo mnist_sample beta=2 seeds 0,1" in out
+    out = status("--variant", "vae")
+    assert "group A: 0/4 runs done" in out and "pending: echo" not in out
 
 
 HOLD = textwrap.dedent(
