@@ -530,11 +530,23 @@ class Effect:
     evidence: str
 
 
-def _decides(sign: int, without: Interval | None) -> bool | None:
-    """Whether the gap of `sign` is explained by an effect whose removal leaves `without`."""
+def _decides(gap: Interval, without: Interval | None) -> bool | None:
+    """Whether `gap` is explained by an effect whose removal leaves `without`: no when a gap of the same sign is
+    left; yes when none is left and `without`'s interval excludes `gap`'s mean, so that the removal measurably
+    shrank it; undecided when `without` has no interval or one too wide to tell the two apart (absence of a gap
+    is not shown by an interval that also holds the gap itself)."""
     if without is None or without.low is None:
         return None
-    return without.sign != sign
+    if without.sign == gap.sign:
+        return False
+    return None if without.low <= gap.mean <= without.high else True
+
+
+def _too_wide(gap: Interval, without: Interval | None) -> str:
+    """The evidence's note when `_decides` is undecided because `without` also holds `gap`'s mean."""
+    if without is None or without.low is None or without.sign == gap.sign or _decides(gap, without) is not None:
+        return ""
+    return f" (too wide to decide: its interval holds the gap's own mean, {gap.mean:+.2f})"
 
 
 def split_axis_gaps(index, dataset: str) -> dict[float, tuple[Interval, Interval]]:
@@ -548,7 +560,8 @@ def split_axis_gaps(index, dataset: str) -> dict[float, tuple[Interval, Interval
 
 def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, list[Effect]]:
     """Per beta where the verdict's gap (Echo's distortion minus the VAE's at Echo's rate) excludes 0: the
-    measured effects that could cause it and whether each does.
+    measured effects that could cause it and whether each does (`_decides`: yes only when, the effect taken out,
+    no gap of that sign is left and the interval left excludes the gap's own mean).
 
     - generalisation: the same gap on the training split (same runs). If the training split has no gap of
       that sign, the test gap is a difference in how the models generalise, not in how well they fit.
@@ -574,10 +587,12 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
         effects = []
         if b in splits:
             test, train = splits[b]
-            explains = _decides(gap.sign, train) if test.sign == gap.sign or test.low is None else None
-            effects.append(
-                Effect("generalisation", explains, f"on the training split {train}, on the test split {test}")
+            decided = test.sign == gap.sign or test.low is None
+            explains = _decides(test, train) if decided else None
+            text = f"on the training split {train}, on the test split {test}" + (
+                _too_wide(test, train) if decided else ""
             )
+            effects.append(Effect("generalisation", explains, text))
         else:
             effects.append(Effect("generalisation", None, "not measured (no training split recorded)"))
         if gap.sign > 0:
@@ -586,8 +601,9 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
             effects.append(
                 Effect(
                     "rate bound",
-                    True if _decides(gap.sign, bound[b]) else None,
-                    f"on the VAE's I(X;Z) upper bound axis {bound[b]}; the full correction is not measured",
+                    True if _decides(gap, bound[b]) else None,
+                    f"on the VAE's I(X;Z) upper bound axis {bound[b]}{_too_wide(gap, bound[b])}; the full correction "
+                    "is not measured",
                 )
             )
         else:
@@ -595,8 +611,12 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
         short, long = budget_gaps.get(b, (None, None))
         if short is not None and long is not None:
             epochs = next(iter(longer[(dataset, "echo", b)].values())).num_epochs
-            explains = _decides(gap.sign, long) if short.sign == gap.sign else None
-            effects.append(Effect("budget", explains, f"{short} at the standard schedule, {long} at {epochs} epochs"))
+            decided = short.sign == gap.sign
+            explains = _decides(short, long) if decided else None
+            text = f"{short} at the standard schedule, {long} at {epochs} epochs" + (
+                _too_wide(short, long) if decided else ""
+            )
+            effects.append(Effect("budget", explains, text))
         else:
             ends = [(v, curve_end(index.get((dataset, v, b), {}))) for v in ("echo", "vae")]
             falling = [f"{v} {e.still_falling:.2f}" for v, e in ends if e and e.still_falling]
@@ -616,7 +636,8 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                 if b in lowered:
                     low_floor = next(iter(index[(dataset, FLOOR_VARIANTS[0], b)].values())).rate_floor
                     text += f"; with the floor at {low_floor:.2f} nats (batch {FLOOR_BATCH}, both methods) the gap is "
-                    text, explains = text + str(lowered[b]), _decides(gap.sign, lowered[b])
+                    text += f"{lowered[b]}{_too_wide(gap, lowered[b])}"
+                    explains = _decides(gap, lowered[b])
                 else:
                     text += f" (not tested: no Echo and VAE pair at batch {FLOOR_BATCH} at this beta)"
                 effects.append(Effect("floor", explains, text))
@@ -639,10 +660,11 @@ def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
     lines = [
         "**What explains each gap** on the verdict's axis (Echo's distortion minus the VAE's at Echo's rate, nats, "
         "mean [95% CI], paired by seed), per beta where it excludes 0. An effect explains the gap when, taken out, "
-        "no gap of that sign is left: the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
+        "no gap of that sign is left and the interval left excludes the gap's own mean (taking it out measurably "
+        "shrank the gap): the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
         "the rate bound (which can only flatter Echo), the longer schedule on the same VAE betas for the budget, "
         f"both methods at batch {FLOOR_BATCH} (Echo's floor lowered) for the floor. "
-        "Undecided: one seed, not measured, or not testable with these runs.",
+        "Undecided: one seed, an interval too wide to tell, not measured, or not testable with these runs.",
         "",
         "| beta | gap | effect | explains it | evidence |",
         "|---|---|---|---|---|",

@@ -394,18 +394,19 @@ def test_the_floor_explains_a_gap_that_a_lower_floor_closes():
     for r in standard:
         r.rate_floor = 5.5 if r.variant == "echo" else None
 
-    def floor_effect(shift):
+    def floor_effect(shift, spread=(0.0, 0.0, 0.0)):
         """Both at batch 400: the VAE's curve through (10, 100 + noise) and (2, 140 + noise) is 120 + noise at rate
-        6; Echo, with a floor of 1.52 nats, is there at 120 + noise + shift + 0.1 seed."""
+        6; Echo, with a floor of 1.52 nats, is there at 120 + noise + shift + 0.1 seed + spread[seed]."""
         lowered = []
         for seed, noise in enumerate((0.0, 0.2, -0.2)):
             lowered += [result("vae_batch400", 4.0, seed, 10.0, 100.0 + noise)]
             lowered += [result("vae_batch400", 16.0, seed, 2.0, 140.0 + noise)]
-            lowered += [result("echo_batch400", 8.0, seed, 6.0, 120.0 + noise + shift + 0.1 * seed)]
+            lowered += [result("echo_batch400", 8.0, seed, 6.0, 120.0 + noise + shift + 0.1 * seed + spread[seed])]
         for r in lowered:
             r.rate_floor = 1.52 if r.variant == "echo_batch400" else None
         index = reproduction._index(standard + lowered)
-        assert reproduction.floor_axis_gaps(index, "binary_mnist")[8.0].mean == pytest.approx(shift + 0.1)
+        expected = shift + 0.1 + sum(spread) / 3
+        assert reproduction.floor_axis_gaps(index, "binary_mnist")[8.0].mean == pytest.approx(expected)
         return next(e for e in reproduction.attribution(index, "binary_mnist")[8.0] if e.name == "floor")
 
     # gaps 0.0, 0.1, 0.2: mean 0.1, sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.248: the interval holds 0
@@ -415,6 +416,15 @@ def test_the_floor_explains_a_gap_that_a_lower_floor_closes():
         closed.evidence
     )
     assert floor_effect(3.0).explains is False  # +3.10 [+2.85, +3.35]: the gap stays with the floor lowered
+    # Gaps -6.0, +9.1, +12.2 (the spread of E3's own seeds): mean +5.10, sd 9.74, half-width 4.303 * 9.74 / sqrt(3)
+    # = 24.19, so [-19.09, +29.29] holds 0 and also the standard gap's own mean (10 + 0.1 seed - noise: 10.00,
+    # 9.80, 10.50, mean +10.10): no gap is shown to be left, but none is shown to be gone either.
+    wide = floor_effect(0.0, spread=(-6.0, 9.0, 12.0))
+    assert wide.explains is None
+    assert (
+        "the gap is +5.10 [-19.09, +29.29] (n = 3) (too wide to decide: its interval holds the gap's own mean, +10.10)"
+        in (wide.evidence)
+    )
     no_pair = next(
         e for e in reproduction.attribution(reproduction._index(standard), "binary_mnist")[8.0] if e.name == "floor"
     )
