@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import tempfile
 import time
 from collections import defaultdict
@@ -566,6 +567,7 @@ def run_campaign(
     layout: str = "auto",
     allow_dirty: bool = False,
     retrain_outdated: bool = False,
+    only_what_fits: bool = False,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
 ) -> bool:
@@ -584,6 +586,9 @@ def run_campaign(
       allow_dirty: train even though the code has uncommitted changes; each run trained so keeps the diff.
       retrain_outdated: also train again the finished runs that predate the training split and the diagnostics
         (`is_outdated`); their new folders replace the old ones.
+      only_what_fits: with `max_minutes`, start no program whose `expected_seconds` exceed the training time left
+        (later, shorter ones may still start); a program with a checkpoint always resumes. For machines whose
+        scratch folder does not outlive the session, where a program cut off at the end would be lost.
       log: where progress lines go.
       clock: seconds, for the time budget.
 
@@ -600,6 +605,8 @@ def run_campaign(
     deadline = None if max_minutes is None else start + 0.9 * 60 * max_minutes
     if max_minutes is not None and not max_minutes > 0:
         raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
+    if only_what_fits and max_minutes is None:
+        raise ConfigError("--only-what-fits needs a time budget to fit programs into: give --max-minutes too")
     runs = plan(campaign, root, groups, variants)
     files.settle_replaced(results_dir, recursive=True)  # a run folder a killed `write_run` left aside
     done, rejected = scan_results(results_dir)
@@ -633,6 +640,14 @@ def run_campaign(
             # A finished program from before: it would answer with the results being replaced.
             log(f"program {program.key}: its work directory's results predate the training split; cleared")
             shutil.rmtree(workdir)
+        if only_what_fits and not workdir_lib.checkpoint_files(workdir):
+            expected, left = expected_seconds(program, done), deadline - clock()
+            if expected is not None and expected > left:
+                log(
+                    f"program {program.key}: not started, it is expected to take {expected / 60:.0f} min and "
+                    f"{left / 60:.0f} min are left (--only-what-fits)"
+                )
+                continue
         try:
             held = workdir_lib.lock(workdir)
         except workdir_lib.WorkdirBusy:
@@ -663,6 +678,28 @@ def run_campaign(
     for line in status_lines(campaign, runs, done, rejected):
         log(line)
     return all(is_done(r, done) for r in runs)
+
+
+# The config fields that, with the variant, decide how long a program trains.
+_SCHEDULE = ("dataset", "batch_size", "num_epochs", "num_train_steps", "num_train_examples")
+
+
+def expected_seconds(program: Program, finished: dict[str, str]) -> float | None:
+    """How long `program` is expected to take: the median training time (results.json ``seconds``) of the
+    `finished` runs (key -> directory) of its variant with the same dataset, batch size and length; None when
+    there are none. A guide, not a bound: a run trained in a program of several models records that program's
+    time, and the cores may have been shared."""
+    variant, schedule = program.runs[0].variant, [program.config.get(name) for name in _SCHEDULE]
+    times = []
+    for directory in finished.values():
+        if os.path.basename(os.path.dirname(directory)) != variant:  # `Run.path`: <dataset>/<variant>/<run>
+            continue
+        config = workdir_lib.read_config(os.path.join(directory, "config.json"))
+        if [config.get(name) for name in _SCHEDULE] != schedule:
+            continue
+        with open(os.path.join(directory, "results.json")) as f:
+            times += [row["seconds"] for row in json.load(f)["results"] if "seconds" in row]
+    return float(statistics.median(times)) if times else None
 
 
 def keep_diff(workdir: str, commit: str, diff: str) -> None:

@@ -10,7 +10,9 @@ them); checkpoints of half-done programs stay in --workdir and are resumed by th
 `python -m experiments.report --campaign ...` writes docs/reproduction.md from what is finished.
 The runner refuses a work tree with uncommitted changes unless --allow-dirty (each run then keeps the
 diff beside its results). --retrain-outdated also trains again the finished runs whose results predate
-the training split's terms and the diagnostics (their new folders replace the old). --migrate-keys
+the training split's terms and the diagnostics (their new folders replace the old). --only-what-fits
+(with --max-minutes) starts no program that finished runs like it say will not end in the time left, for
+machines whose --workdir is lost with the session. --migrate-keys
 renames the run folders under --results (and the programs' work directories under --workdir) whose key
 an earlier key scheme computed, from their config.json; it is idempotent.
 """
@@ -32,6 +34,12 @@ _MAX_MINUTES = flags.DEFINE_float(
     "max-minutes",
     None,
     "Time budget: training stops at 90% of it, after a checkpoint; no program starts in the last 10%.",
+)
+_ONLY_WHAT_FITS = flags.DEFINE_bool(
+    "only-what-fits",
+    False,
+    "With --max-minutes: start no program expected (from finished runs like it) to take longer than the time left; "
+    "for machines whose --workdir does not outlive the session. A program with a checkpoint always resumes.",
 )
 _RESULTS = flags.DEFINE_string("results", "results", "Folder of campaign results (<results>/<campaign>/...).")
 _WORKDIR = flags.DEFINE_string(
@@ -88,6 +96,7 @@ def main(argv):
         layout=_LAYOUT.value,
         allow_dirty=_ALLOW_DIRTY.value,
         retrain_outdated=_RETRAIN_OUTDATED.value,
+        only_what_fits=_ONLY_WHAT_FITS.value,
         log=lambda line: print(line, flush=True),
     )
 

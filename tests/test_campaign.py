@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from echo_jax import campaign, files, identity, reproduction, sweep, train
+from echo_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RD = os.path.join(REPO, "configs", "rate_distortion")
@@ -251,6 +252,75 @@ def test_no_program_starts_once_the_budget_is_spent(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
+def set_seconds(directory, seconds):
+    path = os.path.join(directory, "results.json")
+    held = json.loads(open(path).read())
+    held["results"][0]["seconds"] = seconds
+    open(path, "w").write(json.dumps(held))
+
+
+def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkpoint(tmp_path):
+    path = write_campaign(tmp_path)
+    run(path, tmp_path, groups=["B"])  # vae beta 1 seed 0: the history the others are expected from
+    ((key, directory),) = finished(tmp_path).items()
+    set_seconds(directory, 600.0)
+    runs = campaign.plan(load(path), campaign.config_root(path), groups=["A"])
+    vae, echo = [campaign.programs([r], "per_run")[0] for r in (runs[2], runs[0])]
+    assert (vae.runs[0].variant, echo.runs[0].variant) == ("vae", "echo")
+    assert campaign.expected_seconds(vae, finished(tmp_path)) == 600.0
+    assert campaign.expected_seconds(echo, finished(tmp_path)) is None  # no finished echo run to go by
+
+    # vae beta 1 seed 1 is cut off after 3 steps, leaving a checkpoint; vae beta 2 never starts (no time left).
+    clock = iter(range(10**6))
+    run(
+        path,
+        tmp_path,
+        groups=["A"],
+        variants=["vae"],
+        layout="per_run",
+        max_minutes=0.08,
+        clock=lambda: float(next(clock)),
+    )
+    assert len(finished(tmp_path)) == 1
+
+    # 540 s of training time (90% of 10 minutes) against an expected 600: only the checkpointed program runs.
+    complete, lines = run(
+        path,
+        tmp_path,
+        groups=["A"],
+        variants=["vae"],
+        layout="per_run",
+        max_minutes=10,
+        only_what_fits=True,
+        clock=lambda: 0.0,
+    )
+    assert not complete
+    trained = {(r.beta, r.seed) for r in runs if r.variant == "vae" and r.key in finished(tmp_path)}
+    assert trained == {(1, 0), (1, 1)}
+    skipped = [line for line in lines if "not started" in line]
+    assert len(skipped) == 2 and all("expected to take 10 min and 9 min are left" in line for line in skipped)
+
+    set_seconds(directory, 60.0)  # the same call, once the history says a program fits, trains the rest
+    complete, lines = run(
+        path,
+        tmp_path,
+        groups=["A"],
+        variants=["vae"],
+        layout="per_run",
+        max_minutes=10,
+        only_what_fits=True,
+        clock=lambda: 0.0,
+    )
+    assert complete and not any("not started" in line for line in lines)
+
+
+def test_only_what_fits_needs_a_time_budget(tmp_path):
+    path = write_campaign(tmp_path)
+    with pytest.raises(ConfigError, match="--only-what-fits needs a time budget"):
+        run(path, tmp_path, only_what_fits=True)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
+
+
 def test_run_metrics_keeps_the_last_record_of_a_repeated_step(tmp_path):
     path = tmp_path / "metrics.jsonl"
     records = [
@@ -312,6 +382,15 @@ def test_cli_status(tmp_path):
     assert "group A: 0/8 runs done" in out and "pending: echo mnist_sample beta=2 seeds 0,1" in out
     out = status("--variant", "vae")
     assert "group A: 0/4 runs done" in out and "pending: echo" not in out
+
+
+def test_cli_only_what_fits_without_a_budget_is_a_one_line_error(tmp_path):
+    command = ["-m", "experiments.campaign", "--campaign", write_campaign(tmp_path), "--only-what-fits"]
+    command += ["--results", str(tmp_path / "results"), "--workdir", str(tmp_path / "work")]
+    out = subprocess.run([sys.executable, *command], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert "--only-what-fits needs a time budget" in out.stderr and "--max-minutes" in out.stderr
+    assert not (tmp_path / "work").exists() and not (tmp_path / "results").exists()
 
 
 HOLD = textwrap.dedent(
