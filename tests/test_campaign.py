@@ -342,17 +342,19 @@ def test_the_paper_campaigns_plan_every_group():
         path = os.path.join(REPO, "configs", "campaigns", f"{name}.py")
         runs = campaign.plan(load(path), campaign.config_root(path))
         by_group = {g: [r for r in runs if g in r.groups] for g in ("A", "E1", "E2", "E3", "C", "B", "D")}
-        assert [len(v) for v in by_group.values()] == [30, 6, 12, 18, 36, 33, 18]
+        assert [len(v) for v in by_group.values()] == [30, 6, 12, 24, 36, 33, 18]
         # B's echo and vae at beta 1 are A's; with the conv protocol (200 epochs already) E2's runs are A's too.
         shared_e2 = 12 if name == "paper_conv" else 0
-        assert len(runs) == 30 + 6 + 12 + 18 + 36 + 33 - 6 + 18 - shared_e2
+        assert len(runs) == 30 + 6 + 12 + 24 + 36 + 33 - 6 + 18 - shared_e2
         assert [g.name for g in load(path).groups] == ["A", "E1", "E2", "E3", "C", "B", "D"]  # priority order
         assert {r.config.model.network for r in runs if "D" not in r.groups} == {network}
         assert {r.config.dataset for r in by_group["C"]} == {"omniglot", "fashion_mnist"}
         assert {(r.variant, r.beta) for r in by_group["E1"]} == {("echo", 8.0), ("vae", 8.0)}
         assert {r.beta for r in by_group["E2"]} == {2.0, 4.0} and {r.config.num_epochs for r in by_group["E2"]} == {200}
         e3 = {(r.variant, r.beta, r.config.batch_size, r.config.dataset) for r in by_group["E3"]}
-        assert e3 == {(v, b, 400, "binary_mnist") for v in ("echo_batch400", "vae_batch400") for b in (4.0, 8.0, 16.0)}
+        assert e3 == {
+            (v, b, 400, "binary_mnist") for v in ("echo_batch400", "vae_batch400") for b in (2.0, 4.0, 8.0, 16.0)
+        }
         floors = {round(reproduction._rate_floor(r.config), 2) for r in by_group["E3"] if r.variant == "echo_batch400"}
         if name == "paper_mlp":  # the batch-400 clip's floor for 32 dimensions, against batch 100's 5.74
             assert floors == {1.52}
