@@ -571,12 +571,23 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
       is not ruled out (the full correction is not measured).
     - budget: the gap at the standard and at the longer schedule, both on the VAE's curve through the betas
       trained longer (`longer_axis_gaps`); not measured where the beta was not trained longer.
-    - floor (Echo worse only): the share of Echo's rate that its clip forces, D (-log c), and the gap with both
-      methods trained at batch `FLOOR_BATCH` (`floor_axis_gaps`), whose clip leaves Echo a lower floor; the VAE
-      shares the batch, so what the batch does to both is matched. Undecided where that beta was not run so.
+    - floor (Echo worse only): the share of Echo's rate that its clip forces, D (-log c), and the gap at the same
+      rate with both methods trained at batch `FLOOR_BATCH` (`floor_matched_gaps`), whose clip leaves Echo a lower
+      floor; the VAE shares the batch, so what the batch does to both is matched. Undecided where the lowered
+      curves do not reach that rate. The same beta's gap at batch `FLOOR_BATCH` (`floor_axis_gaps`, at a lower
+      rate) is evidence only.
     """
     gaps = rate_distortion_gaps(index, dataset)
-    lowered = floor_axis_gaps(index, dataset)
+    lowered, matched = floor_axis_gaps(index, dataset), floor_matched_gaps(index, dataset)
+    low_floor = next(
+        (
+            r.rate_floor
+            for (d, v, _), by in index.items()
+            if d == dataset and v == FLOOR_VARIANTS[0]
+            for r in by.values()
+        ),
+        None,
+    )
     splits = split_axis_gaps(index, dataset)
     bound = mi_axis_gaps(index, dataset, "upper_bound")
     budget_gaps = longer_axis_gaps(index, longer or {}, dataset) if longer else {}
@@ -633,13 +644,20 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                 if vae_rates and max(vae_rates) < floor:
                     text += f"; the VAE at beta {b:g} spends {summarize(vae_rates)} nats, below it"
                 explains = None
-                if b in lowered:
-                    low_floor = next(iter(index[(dataset, FLOOR_VARIANTS[0], b)].values())).rate_floor
-                    text += f"; with the floor at {low_floor:.2f} nats (batch {FLOOR_BATCH}, both methods) the gap is "
-                    text += f"{lowered[b]}{_too_wide(gap, lowered[b])}"
-                    explains = _decides(gap, lowered[b])
+                if b in matched:
+                    text += f"; with the floor at {low_floor:.2f} nats (batch {FLOOR_BATCH}, both methods) the gap at "
+                    text += f"the same rate is {matched[b]}{_too_wide(gap, matched[b])}"
+                    explains = _decides(gap, matched[b])
+                elif low_floor is not None:
+                    rate = summarize([r.test["rate"] for r in index[(dataset, "echo", b)].values()])
+                    text += f"; with the floor at {low_floor:.2f} nats (batch {FLOOR_BATCH}) not measured at the same "
+                    text += (
+                        f"rate: Echo's {rate} nats lies outside the lowered curve ({_floor_curve_span(index, dataset)})"
+                    )
                 else:
-                    text += f" (not tested: no Echo and VAE pair at batch {FLOOR_BATCH} at this beta)"
+                    text += f" (not tested: no Echo and VAE pair at batch {FLOOR_BATCH})"
+                if b in lowered:
+                    text += f"; at the same beta (a lower rate) the gap is {lowered[b]}"
                 effects.append(Effect("floor", explains, text))
         out[b] = effects
     return out
@@ -650,6 +668,51 @@ def floor_axis_gaps(index, dataset: str) -> dict[float, Interval]:
     with both methods trained at batch `FLOOR_BATCH`, where Echo's clip leaves a lower rate floor, on that VAE's
     curve. Its betas are spaced as the standard curve's (factors of 2), so the chords are alike."""
     return rate_distortion_gaps(index, dataset, echo=FLOOR_VARIANTS[0], other=FLOOR_VARIANTS[1])
+
+
+def _seed_curve(index, dataset: str, variant: str, seed: int) -> tuple[list[float], list[float]]:
+    """A seed's test (rates, distortions) over the betas `variant` was trained at on `dataset`."""
+    runs = [by[seed] for (d, v, _), by in sorted(index.items()) if d == dataset and v == variant and seed in by]
+    return [r.test["rate"] for r in runs], [r.test["distortion"] for r in runs]
+
+
+def floor_matched_gaps(index, dataset: str) -> dict[float, Interval]:
+    """Per Echo beta: the gap with the floor lowered, at the rate the gap was measured at. For each seed, both
+    batch-`FLOOR_BATCH` curves (Echo's and the VAE's, linear between their betas) are read at the rate Echo
+    reached at this beta with its standard floor; a seed whose rate lies outside the lowered Echo curve is left
+    out. The same beta lands at a lower rate once the floor is lowered (`floor_axis_gaps` compares there), and
+    the gap changes with the rate, so only this comparison takes the floor out and nothing else. Both curves
+    are chords over betas a factor of 2 apart, so their interpolation biases are alike."""
+    gaps = {}
+    for (d, v, beta), by_seed in sorted(index.items()):
+        if d != dataset or v != "echo":
+            continue
+        diffs = []
+        for seed, e in by_seed.items():
+            at = [
+                distortion_at_rate(*_seed_curve(index, dataset, variant, seed), e.test["rate"])
+                for variant in FLOOR_VARIANTS
+            ]
+            if None not in at:
+                diffs.append(at[0] - at[1])
+        if diffs:
+            gaps[beta] = paired_interval(diffs, np.zeros(len(diffs)))
+    return gaps
+
+
+def _floor_curve_span(index, dataset: str) -> str:
+    """The rates the lowered Echo curve spans, over its seeds' means (for the evidence of an unmeasured cell)."""
+    points = sorted(
+        (float(np.mean([r.test["rate"] for r in by.values()])), b)
+        for (d, v, b), by in index.items()
+        if d == dataset and v == FLOOR_VARIANTS[0]
+    )
+    if len(points) < 2:
+        return f"{FLOOR_VARIANTS[0]} has fewer than two betas"
+    return (
+        f"{FLOOR_VARIANTS[0]}'s curve spans {points[0][0]:.2f} (beta {points[0][1]:g}) to {points[-1][0]:.2f} "
+        f"(beta {points[-1][1]:g}) nats"
+    )
 
 
 def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
@@ -663,7 +726,7 @@ def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
         "no gap of that sign is left and the interval left excludes the gap's own mean (taking it out measurably "
         "shrank the gap): the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
         "the rate bound (which can only flatter Echo), the longer schedule on the same VAE betas for the budget, "
-        f"both methods at batch {FLOOR_BATCH} (Echo's floor lowered) for the floor. "
+        f"both methods at batch {FLOOR_BATCH} (Echo's floor lowered), read at the same rate, for the floor. "
         "Undecided: one seed, an interval too wide to tell, not measured, or not testable with these runs.",
         "",
         "| beta | gap | effect | explains it | evidence |",

@@ -385,52 +385,99 @@ def test_the_floor_evidence_says_when_the_vae_spends_less_than_echos_floor():
     assert "below it" not in floor().evidence
 
 
-def test_the_floor_explains_a_gap_that_a_lower_floor_closes():
+def standard_floor_runs():
+    """Echo at batch 100, beta 8: rate 6 and distortion 125 + 0.1 seed, against the VAE's curve through
+    (20, 80 + noise) and (4 + noise, 120), which is about 115 there: a gap of about +10, Echo worse."""
     standard = []
     for seed, noise in enumerate((0.0, 0.3, -0.3)):
-        # Echo at rate 6 is 125 + 0.1 seed against the VAE's 115 + noise there (as in the test above): worse
         standard += [result("vae", 1.0, seed, 20.0, 80.0 + noise), result("vae", 8.0, seed, 4.0 + noise, 120.0)]
         standard += [result("echo", 8.0, seed, 6.0, 125.0 + 0.1 * seed)]
     for r in standard:
         r.rate_floor = 5.5 if r.variant == "echo" else None
+    return standard
 
-    def floor_effect(shift, spread=(0.0, 0.0, 0.0)):
-        """Both at batch 400: the VAE's curve through (10, 100 + noise) and (2, 140 + noise) is 120 + noise at rate
-        6; Echo, with a floor of 1.52 nats, is there at 120 + noise + shift + 0.1 seed + spread[seed]."""
-        lowered = []
-        for seed, noise in enumerate((0.0, 0.2, -0.2)):
-            lowered += [result("vae_batch400", 4.0, seed, 10.0, 100.0 + noise)]
-            lowered += [result("vae_batch400", 16.0, seed, 2.0, 140.0 + noise)]
-            lowered += [result("echo_batch400", 8.0, seed, 6.0, 120.0 + noise + shift + 0.1 * seed + spread[seed])]
-        for r in lowered:
-            r.rate_floor = 1.52 if r.variant == "echo_batch400" else None
-        index = reproduction._index(standard + lowered)
+
+def lowered_floor_runs(echo_points):
+    """Both methods at batch 400. The VAE's curve of a seed runs through (10, 100 + noise) and (2, 140 + noise),
+    so it is 150 - 5 rate + noise; `echo_points(seed, noise)` gives Echo's (beta, rate, distortion) points."""
+    lowered = []
+    for seed, noise in enumerate((0.0, 0.2, -0.2)):
+        lowered += [result("vae_batch400", 4.0, seed, 10.0, 100.0 + noise)]
+        lowered += [result("vae_batch400", 16.0, seed, 2.0, 140.0 + noise)]
+        lowered += [result("echo_batch400", b, seed, r, d) for b, r, d in echo_points(seed, noise)]
+    for r in lowered:
+        r.rate_floor = 1.52 if r.variant == "echo_batch400" else None
+    return lowered
+
+
+def floor_effect(index, beta=8.0):
+    return next(e for e in reproduction.attribution(index, "binary_mnist")[beta] if e.name == "floor")
+
+
+def test_the_floor_explains_a_gap_that_a_lower_floor_closes():
+    standard = standard_floor_runs()
+
+    def lowered_effect(shift, spread=(0.0, 0.0, 0.0)):
+        """Echo at batch 400 reaches rate 6 at beta 8 (where the VAE's curve is 120 + noise), at 120 + noise + shift
+        + 0.1 seed + spread[seed]; its beta-4 point (10, ...) is as far from the VAE, so its curve at rate 6 is
+        its beta-8 point and the same-beta and same-rate gaps agree."""
+        gap = lambda seed: shift + 0.1 * seed + spread[seed]  # noqa: E731
+        points = lambda seed, noise: [(8.0, 6.0, 120.0 + noise + gap(seed)), (4.0, 10.0, 100.0 + noise + gap(seed))]
+        index = reproduction._index(standard + lowered_floor_runs(points))
         expected = shift + 0.1 + sum(spread) / 3
         assert reproduction.floor_axis_gaps(index, "binary_mnist")[8.0].mean == pytest.approx(expected)
-        return next(e for e in reproduction.attribution(index, "binary_mnist")[8.0] if e.name == "floor")
+        assert reproduction.floor_matched_gaps(index, "binary_mnist")[8.0].mean == pytest.approx(expected)
+        return floor_effect(index)
 
     # gaps 0.0, 0.1, 0.2: mean 0.1, sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.248: the interval holds 0
-    closed = floor_effect(0.0)
+    closed = lowered_effect(0.0)
     assert closed.explains is True
-    assert "; with the floor at 1.52 nats (batch 400, both methods) the gap is +0.10 [-0.15, +0.35] (n = 3)" in (
-        closed.evidence
-    )
-    assert floor_effect(3.0).explains is False  # +3.10 [+2.85, +3.35]: the gap stays with the floor lowered
+    assert (
+        "; with the floor at 1.52 nats (batch 400, both methods) the gap at the same rate is +0.10 [-0.15, +0.35] "
+        "(n = 3); at the same beta (a lower rate) the gap is +0.10 [-0.15, +0.35] (n = 3)"
+    ) in closed.evidence
+    assert lowered_effect(3.0).explains is False  # +3.10 [+2.85, +3.35]: the gap stays with the floor lowered
     # Gaps -6.0, +9.1, +12.2 (the spread of E3's own seeds): mean +5.10, sd 9.74, half-width 4.303 * 9.74 / sqrt(3)
     # = 24.19, so [-19.09, +29.29] holds 0 and also the standard gap's own mean (10 + 0.1 seed - noise: 10.00,
     # 9.80, 10.50, mean +10.10): no gap is shown to be left, but none is shown to be gone either.
-    wide = floor_effect(0.0, spread=(-6.0, 9.0, 12.0))
+    wide = lowered_effect(0.0, spread=(-6.0, 9.0, 12.0))
     assert wide.explains is None
     assert (
-        "the gap is +5.10 [-19.09, +29.29] (n = 3) (too wide to decide: its interval holds the gap's own mean, +10.10)"
-        in (wide.evidence)
-    )
-    no_pair = next(
-        e for e in reproduction.attribution(reproduction._index(standard), "binary_mnist")[8.0] if e.name == "floor"
-    )
+        "the gap at the same rate is +5.10 [-19.09, +29.29] (n = 3) (too wide to decide: its interval holds the "
+        "gap's own mean, +10.10)"
+    ) in wide.evidence
+    no_pair = floor_effect(reproduction._index(standard))
+    assert no_pair.explains is None and "(not tested: no Echo and VAE pair at batch 400)" in no_pair.evidence
+
+
+def test_the_floor_is_judged_at_the_gaps_own_rate_not_at_the_same_beta():
+    # With the floor lowered, Echo's beta 8 lands at rate 3, 145 + 0.1 seed + noise against the VAE's 135 + noise
+    # (+10.1 at the same beta), and its beta 4 at rate 9, 95 + 0.1 seed + noise against 105 + noise (-9.9). At
+    # rate 6, where the standard gap was measured, its chord is (145 + 95) / 2 = 120 + 0.1 seed + noise against
+    # the VAE's 120 + noise: gaps 0.0, 0.1, 0.2, +0.10 [-0.15, +0.35], so the lowered floor closes the gap there.
+    points = lambda seed, noise: [  # noqa: E731
+        (8.0, 3.0, 145.0 + 0.1 * seed + noise),
+        (4.0, 9.0, 95.0 + 0.1 * seed + noise),
+    ]
+    index = reproduction._index(standard_floor_runs() + lowered_floor_runs(points))
+    assert str(reproduction.floor_axis_gaps(index, "binary_mnist")[8.0]) == "+10.10 [+9.85, +10.35] (n = 3)"
+    assert str(reproduction.floor_matched_gaps(index, "binary_mnist")[8.0]) == "+0.10 [-0.15, +0.35] (n = 3)"
+    effect = floor_effect(index)
+    assert effect.explains is True
+    assert "at the same beta (a lower rate) the gap is +10.10 [+9.85, +10.35] (n = 3)" in effect.evidence
+
+
+def test_the_floor_is_undecided_where_the_lowered_curve_does_not_reach_the_gaps_rate():
+    # Echo's batch-400 curve spans rates 1-4; the standard gap is at rate 6.
+    points = lambda seed, noise: [(8.0, 4.0, 130.0 + noise), (16.0, 1.0 + 0.1 * seed, 150.0 + noise)]  # noqa: E731
+    index = reproduction._index(standard_floor_runs() + lowered_floor_runs(points))
+    assert 8.0 not in reproduction.floor_matched_gaps(index, "binary_mnist")
+    effect = floor_effect(index)
+    assert effect.explains is None
     assert (
-        no_pair.explains is None and "(not tested: no Echo and VAE pair at batch 400 at this beta)" in no_pair.evidence
-    )
+        "with the floor at 1.52 nats (batch 400) not measured at the same rate: Echo's 6.00 ± 0.00 nats lies outside "
+        "the lowered curve (echo_batch400's curve spans 1.10 (beta 16) to 4.00 (beta 8) nats)"
+    ) in effect.evidence
 
 
 def test_generalisation_explains_a_gap_the_training_split_does_not_have():
