@@ -62,6 +62,8 @@ class Interval:
     low: float | None
     high: float | None
     n: int
+    # (seed, difference) pairs it was computed from, where it is a per-seed gap (`seed_interval`)
+    by_seed: tuple[tuple[int, float], ...] = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def sign(self) -> int:
@@ -85,6 +87,24 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
         return Interval(float(d.mean()), None, None, 1)
     half = scipy.stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
     return Interval(float(d.mean()), float(d.mean() - half), float(d.mean() + half), int(d.size))
+
+
+def seed_interval(diffs: dict[int, float]) -> Interval:
+    """The interval of per-seed differences (seed -> value) about 0, keeping them for `shrinkage`."""
+    seeds = sorted(diffs)
+    interval = paired_interval([diffs[s] for s in seeds], np.zeros(len(seeds)))
+    return dataclasses.replace(interval, by_seed=tuple((s, float(diffs[s])) for s in seeds))
+
+
+def shrinkage(gap: Interval, without: Interval) -> Interval | None:
+    """How much smaller `gap` is with an effect taken out (`without`), paired by seed: the mean of
+    sign(gap) * (gap - without) over the seeds both hold, positive when the gap moved toward 0 (or past it);
+    None with fewer than 2 such seeds or a gap of no sign."""
+    left = dict(without.by_seed)
+    pairs = [(value, left[seed]) for seed, value in gap.by_seed if seed in left]
+    if len(pairs) < 2 or gap.sign == 0:
+        return None
+    return paired_interval([gap.sign * g for g, _ in pairs], [gap.sign * w for _, w in pairs])
 
 
 def distortion_at_rate(rates: Sequence[float], distortions: Sequence[float], rate: float) -> float | None:
@@ -248,7 +268,7 @@ def rate_distortion_gaps(
     other_betas = sorted(b for (d, v, b) in index if d == dataset and v == other)
     gaps = {}
     for beta in echo_betas:
-        diffs = []
+        diffs = {}
         for seed, e in index[(dataset, echo, beta)].items():
             curve = [index[(dataset, other, b)].get(seed) for b in other_betas]
             curve = [c for c in curve if c is not None and terms(c)]
@@ -258,9 +278,9 @@ def rate_distortion_gaps(
                 [terms(c)["rate"] for c in curve], [terms(c)["distortion"] for c in curve], terms(e)["rate"]
             )
             if at is not None:
-                diffs.append(terms(e)["distortion"] - at)
+                diffs[seed] = terms(e)["distortion"] - at
         if diffs:
-            gaps[beta] = paired_interval(diffs, np.zeros(len(diffs)))
+            gaps[beta] = seed_interval(diffs)
     return gaps
 
 
@@ -460,12 +480,15 @@ def explanations(index, dataset: str, longer: dict | None = None) -> str:
     gaps = rate_distortion_gaps(index, dataset)
     for b, found in effects.items():
         side = "worse" if gaps[b].sign > 0 else "better"
-        explained = [e.name for e in found if e.explains]
-        ruled_out = [e.name for e in found if e.explains is False]
-        undecided = [e.name for e in found if e.explains is None]
+        named = {w: [e.name for e in found if e.word == w] for w in ("yes", "partly", "no", "undecided")}
+        explained, partly, ruled_out, undecided = named.values()
         said = []
-        if explained or ruled_out:
-            said.append(f"explained by {' and '.join(explained)}" if explained else "no decided effect explains it")
+        if explained:
+            said.append(f"explained by {' and '.join(explained)}")
+        if partly:
+            said.append(f"partly explained by {' and '.join(partly)}")
+        if ruled_out and not (explained or partly):
+            said.append("no decided effect explains it")
         if ruled_out:
             said.append(f"ruled out: {', '.join(ruled_out)}")
         if undecided:
@@ -523,11 +546,27 @@ class Effect:
     """A candidate cause of a gap on the verdict's axis and what its measurement says.
 
     `explains` is True when the gap with the effect taken out has no interval of the gap's sign (it vanishes or
-    turns), False when it keeps one, None when the runs cannot decide (one seed, or not measured)."""
+    turns), False when it keeps one, None when the runs cannot decide (one seed, or not measured). `partly` is,
+    where a gap is left (False), how much smaller it is (`shrinkage`) when that interval lies above 0: the effect
+    accounts for part of the gap, not all of it."""
 
     name: str
     explains: bool | None
     evidence: str
+    partly: Interval | None = None
+
+    @property
+    def word(self) -> str:
+        """yes, partly, no or undecided."""
+        return "partly" if self.partly else {True: "yes", False: "no", None: "undecided"}[self.explains]
+
+
+def _effect(name: str, gap: Interval, without: Interval, evidence: str, explains: bool | None) -> Effect:
+    """An `Effect` whose removal leaves `without` of `gap`; where a gap is left, whether it measurably shrank."""
+    shrank = shrinkage(gap, without) if explains is False else None
+    if shrank is None or shrank.sign <= 0:
+        return Effect(name, explains, evidence)
+    return Effect(name, False, f"{evidence}; taken out, the gap is smaller by {shrank} (paired by seed)", shrank)
 
 
 def _decides(gap: Interval, without: Interval | None) -> bool | None:
@@ -603,7 +642,7 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
             text = f"on the training split {train}, on the test split {test}" + (
                 _too_wide(test, train) if decided else ""
             )
-            effects.append(Effect("generalisation", explains, text))
+            effects.append(_effect("generalisation", test, train, text, explains))
         else:
             effects.append(Effect("generalisation", None, "not measured (no training split recorded)"))
         if gap.sign > 0:
@@ -627,7 +666,7 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
             text = f"{short} at the standard schedule, {long} at {epochs} epochs" + (
                 _too_wide(short, long) if decided else ""
             )
-            effects.append(Effect("budget", explains, text))
+            effects.append(_effect("budget", short, long, text, explains))
         else:
             ends = [(v, curve_end(index.get((dataset, v, b), {}))) for v in ("echo", "vae")]
             falling = [f"{v} {e.still_falling:.2f}" for v, e in ends if e and e.still_falling]
@@ -658,7 +697,11 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                     text += f" (not tested: no Echo and VAE pair at batch {FLOOR_BATCH})"
                 if b in lowered:
                     text += f"; at the same beta (a lower rate) the gap is {lowered[b]}"
-                effects.append(Effect("floor", explains, text))
+                effects.append(
+                    _effect("floor", gap, matched[b], text, explains)
+                    if b in matched
+                    else Effect("floor", explains, text)
+                )
         out[b] = effects
     return out
 
@@ -687,16 +730,16 @@ def floor_matched_gaps(index, dataset: str) -> dict[float, Interval]:
     for (d, v, beta), by_seed in sorted(index.items()):
         if d != dataset or v != "echo":
             continue
-        diffs = []
+        diffs = {}
         for seed, e in by_seed.items():
             at = [
                 distortion_at_rate(*_seed_curve(index, dataset, variant, seed), e.test["rate"])
                 for variant in FLOOR_VARIANTS
             ]
             if None not in at:
-                diffs.append(at[0] - at[1])
+                diffs[seed] = at[0] - at[1]
         if diffs:
-            gaps[beta] = paired_interval(diffs, np.zeros(len(diffs)))
+            gaps[beta] = seed_interval(diffs)
     return gaps
 
 
@@ -724,7 +767,8 @@ def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
         "**What explains each gap** on the verdict's axis (Echo's distortion minus the VAE's at Echo's rate, nats, "
         "mean [95% CI], paired by seed), per beta where it excludes 0. An effect explains the gap when, taken out, "
         "no gap of that sign is left and the interval left excludes the gap's own mean (taking it out measurably "
-        "shrank the gap): the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
+        "shrank the gap); it partly explains the gap when a gap of that sign is left but, paired by seed, measurably "
+        "smaller: the training split for generalisation, the VAE's curve at its I(X;Z) bound for "
         "the rate bound (which can only flatter Echo), the longer schedule on the same VAE betas for the budget, "
         f"both methods at batch {FLOOR_BATCH} (Echo's floor lowered), read at the same rate, for the floor. "
         "Undecided: one seed, an interval too wide to tell, not measured, or not testable with these runs.",
@@ -732,10 +776,9 @@ def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:
         "| beta | gap | effect | explains it | evidence |",
         "|---|---|---|---|---|",
     ]
-    word = {True: "yes", False: "no", None: "undecided"}
     for b, found in effects.items():
         for e in found:
-            lines.append(f"| {b:g} | {gaps[b]} | {e.name} | {word[e.explains]} | {e.evidence} |")
+            lines.append(f"| {b:g} | {gaps[b]} | {e.name} | {e.word} | {e.evidence} |")
     return lines + [""]
 
 
@@ -780,7 +823,7 @@ def mi_axis_gaps(index, dataset: str, estimate: str) -> dict[float, Interval]:
     for (d, v, beta), echo in sorted(index.items()):
         if d != dataset or v != "echo":
             continue
-        diffs = []
+        diffs = {}
         for seed, e in echo.items():
             runs = [index[(d, "vae", b)].get(seed) for b in vae_betas]
             runs = [r for r in runs if r is not None]  # the seed's curve, a point per beta it was trained at
@@ -792,9 +835,9 @@ def mi_axis_gaps(index, dataset: str, estimate: str) -> dict[float, Interval]:
                     e.test["rate"],
                 )
             if at is not None:
-                diffs.append(e.test["distortion"] - at)
+                diffs[seed] = e.test["distortion"] - at
         if diffs:
-            gaps[beta] = paired_interval(diffs, np.zeros(len(diffs)))
+            gaps[beta] = seed_interval(diffs)
     return gaps
 
 
