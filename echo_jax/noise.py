@@ -136,6 +136,29 @@ def other_indices(key: jax.Array, batch_size: int, *, replace: bool = False) -> 
 
 def _series_independent(key, fx, log_s_clipped, replace):
     idx = other_indices(key, fx.shape[0], replace=replace).T  # (K, B): term k of example i
+    # Two exact forms of one series (they agree to float32 rounding). On XLA:CPU the sequential one is
+    # ~1.8x faster for a whole MLP training step at batch 400 (benchmarks/echo_noise.py); elsewhere the
+    # log-depth one is kept, as the sequential form's speed there is not measured.
+    return jax.lax.platform_dependent(idx, fx, log_s_clipped, cpu=_series_by_horner, default=_series_by_prefix)
+
+
+def _series_by_horner(idx, fx, log_s_clipped):
+    """eps = f_0 + s_0 (f_1 + s_1 (f_2 + ...)), innermost term first: K steps over (B, D) slabs.
+
+    Each step gathers its term from fx directly, so no (K, B, D) copy of the terms is made; the products
+    are never formed, so nothing underflows and no exp of a long prefix sum is needed.
+    """
+    s = jnp.exp(log_s_clipped)
+
+    def add_outer_term(acc, term_idx):
+        return fx[term_idx] + s[term_idx] * acc, None
+
+    eps, _ = jax.lax.scan(add_outer_term, jnp.zeros_like(fx), idx, reverse=True)
+    return eps
+
+
+def _series_by_prefix(idx, fx, log_s_clipped):
+    """eps = sum_k exp(sum_{m<k} log s_m) f_k, all K terms gathered at once (log depth in K)."""
     f_terms = fx[idx]  # (K, B, D)
     log_s_terms = log_s_clipped[idx]
     # Exclusive prefix sum over the term axis, kept leading so each step is one contiguous (B, D) slab:
@@ -209,6 +232,7 @@ def echo_sample(
         raise ValueError(f"echo_sample: order must be 'independent' or 'cyclic', got {order!r}")
     if replace and order == "cyclic":
         raise ValueError("echo_sample: replace=True draws indices independently; use order='independent'")
+    fx = jnp.asarray(fx)  # numpy input cannot be indexed by the traced orderings
     log_s_clipped = jnp.log(clip) + log_s
     if order == "cyclic":
         eps = _series_cyclic(key, fx, log_s_clipped)

@@ -10,7 +10,7 @@ from jax.test_util import check_grads
 from scipy import stats
 from sklearn.feature_selection import mutual_info_classif
 
-from echo_jax import echo_clip, echo_rate, echo_sample, linear_clipped, tanh16, tanh64
+from echo_jax import echo_clip, echo_rate, echo_sample, linear_clipped, noise, tanh16, tanh64
 from echo_jax.noise import other_indices
 
 B, D = 12, 3
@@ -107,6 +107,25 @@ def test_series_matches_numpy_reference(replace):
     eps = echo_sample(key, fx, log_s, clip=c, replace=replace, return_noise=True)
     np.testing.assert_allclose(eps, eps_ref, atol=2e-6)
     np.testing.assert_allclose(z, z_ref, atol=2e-6)
+
+
+@pytest.mark.parametrize("form", [noise._series_by_horner, noise._series_by_prefix])
+def test_each_platform_form_of_the_series_matches_numpy_reference(form):
+    # echo_sample runs one form per platform; a CPU run of the suite reaches the other only from here.
+    fx, log_s = _inputs(batch=40, dim=5)
+    c = echo_clip(39)
+    orders = other_indices(jax.random.PRNGKey(3), 40)
+    eps_ref, _ = numpy_echo_series(fx, log_s, c, orders)
+    eps = jax.jit(form)(orders.T, fx, jnp.log(c) + log_s)
+    np.testing.assert_allclose(eps, eps_ref, atol=2e-6)
+    check_grads(
+        lambda f, s: form(orders.T, jnp.asarray(f), s),
+        (fx, jnp.log(c) + log_s),
+        order=1,
+        modes=["rev"],
+        atol=5e-2,
+        rtol=5e-2,
+    )
 
 
 def test_cyclic_order_matches_numpy_reference():
