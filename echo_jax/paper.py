@@ -35,6 +35,10 @@ def paper_campaign(
     E3. binarized MNIST, echo and vae at batch `FLOOR_BATCH` (Echo's floor lowered), beta in {8, 4, 2, 16}, seeds
         0-2: does Echo's high-beta loss follow its floor? (The VAE shares the batch, so the pair stays matched;
         the report reads both lowered curves at Echo's batch-100 rate, which needs them to span it.)
+    E4, E5. the floor's test (as E3) on Omniglot (beta in {0.5, 0.25}) and Fashion-MNIST (beta in {1, 2, 0.5}):
+        the betas where Echo loses there, and the neighbour its batch-100 rate needs the lowered curves to reach;
+    E6, E7. the budget's test (as E2) on Omniglot (beta in {0.5, 1, 2}) and Fashion-MNIST ({1, 2, 0.5}): every
+        beta where the verdict's gap excludes 0, and the VAE betas that Echo's rate there needs on the chord;
     C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
     B. binarized MNIST, beta = 1, all 11 rate-distortion configs, seeds 0-2;
     D. dSprites and correlated dSprites: echo, vae and echo with a TC penalty (tc_weight 10) at beta 1,
@@ -46,7 +50,7 @@ def paper_campaign(
       overrides: set on every rate-distortion run (groups A-C).
       dsprites_overrides: set on every disentanglement run (group D).
       schedule: the training schedule in words, for the report.
-      long_overrides: set on top of `overrides` for group E2 (a longer schedule).
+      long_overrides: set on top of `overrides` for groups E2, E6 and E7 (a longer schedule).
       keep_params: which finished runs keep their parameters file in the results folder (the model zoo):
         dicts of ``variants``, ``dataset``, ``betas``, ``seeds`` and ``num_epochs`` (see
         `echo_jax.campaign.keeps_params`).
@@ -93,6 +97,34 @@ def paper_campaign(
             seeds=seeds,
             overrides={**mnist, "batch_size": FLOOR_BATCH},
             description=f"binarized MNIST, echo and vae at batch {FLOOR_BATCH}, where Echo's clip leaves a lower floor",
+        ),
+        *(
+            group(
+                name,
+                [(v, f"rate_distortion/{v.split('_')[0]}.py{arg}") for v in FLOOR_VARIANTS],
+                betas=betas,
+                seeds=seeds,
+                overrides={**overrides, "dataset": dataset, "batch_size": FLOOR_BATCH},
+                description=f"{title}, echo and vae at batch {FLOOR_BATCH} (Echo's floor lowered), where Echo loses",
+            )
+            for name, dataset, title, betas in (
+                ("E4", "omniglot", "Omniglot", (0.5, 0.25)),
+                ("E5", "fashion_mnist", "Fashion-MNIST", (1, 2, 0.5)),
+            )
+        ),
+        *(
+            group(
+                name,
+                [rd("echo"), rd("vae")],
+                betas=betas,
+                seeds=seeds,
+                overrides={**overrides, **(long_overrides or {}), "dataset": dataset},
+                description=f"{title}, echo and vae trained longer, at the betas of the verdict's gaps",
+            )
+            for name, dataset, title, betas in (
+                ("E6", "omniglot", "Omniglot", (0.5, 1, 2)),
+                ("E7", "fashion_mnist", "Fashion-MNIST", (1, 2, 0.5)),
+            )
         ),
         group(
             "C",

@@ -341,12 +341,14 @@ def test_the_paper_campaigns_plan_every_group():
     for name, network in (("paper_mlp", "mlp"), ("paper_conv", "conv")):
         path = os.path.join(REPO, "configs", "campaigns", f"{name}.py")
         runs = campaign.plan(load(path), campaign.config_root(path))
-        by_group = {g: [r for r in runs if g in r.groups] for g in ("A", "E1", "E2", "E3", "C", "B", "D")}
-        assert [len(v) for v in by_group.values()] == [30, 6, 12, 24, 36, 33, 18]
-        # B's echo and vae at beta 1 are A's; with the conv protocol (200 epochs already) E2's runs are A's too.
-        shared_e2 = 12 if name == "paper_conv" else 0
-        assert len(runs) == 30 + 6 + 12 + 24 + 36 + 33 - 6 + 18 - shared_e2
-        assert [g.name for g in load(path).groups] == ["A", "E1", "E2", "E3", "C", "B", "D"]  # priority order
+        groups = ("A", "E1", "E2", "E3", "E4", "E5", "E6", "E7", "C", "B", "D")
+        by_group = {g: [r for r in runs if g in r.groups] for g in groups}
+        assert [len(v) for v in by_group.values()] == [30, 6, 12, 24, 12, 18, 18, 18, 36, 33, 18]
+        # B's echo and vae at beta 1 are A's; with the conv protocol (200 epochs already) the longer groups' runs
+        # are the standard ones: E2's are A's, E6's and E7's are C's.
+        shared_longer = 12 + 36 if name == "paper_conv" else 0
+        assert len(runs) == 30 + 6 + 12 + 24 + 12 + 18 + 18 + 18 + 36 + 33 - 6 + 18 - shared_longer
+        assert [g.name for g in load(path).groups] == list(groups)  # priority order
         assert {r.config.model.network for r in runs if "D" not in r.groups} == {network}
         assert {r.config.dataset for r in by_group["C"]} == {"omniglot", "fashion_mnist"}
         assert {(r.variant, r.beta) for r in by_group["E1"]} == {("echo", 8.0), ("vae", 8.0)}
@@ -355,7 +357,31 @@ def test_the_paper_campaigns_plan_every_group():
         assert e3 == {
             (v, b, 400, "binary_mnist") for v in ("echo_batch400", "vae_batch400") for b in (2.0, 4.0, 8.0, 16.0)
         }
-        floors = {round(reproduction._rate_floor(r.config), 2) for r in by_group["E3"] if r.variant == "echo_batch400"}
+        # The floor's test on the other datasets: Echo's losing betas and the neighbour its rate needs.
+        floor_tests = {
+            (g, r.variant, r.beta, r.config.batch_size, r.config.dataset) for g in ("E4", "E5") for r in by_group[g]
+        }
+        assert floor_tests == {
+            (g, v, b, 400, d)
+            for g, d, betas in (("E4", "omniglot", (0.25, 0.5)), ("E5", "fashion_mnist", (0.5, 1.0, 2.0)))
+            for v in ("echo_batch400", "vae_batch400")
+            for b in betas
+        }
+        longer = {
+            (g, r.variant, r.beta, r.config.num_epochs, r.config.dataset) for g in ("E6", "E7") for r in by_group[g]
+        }
+        assert longer == {
+            (g, v, b, 200, d)
+            for g, d in (("E6", "omniglot"), ("E7", "fashion_mnist"))
+            for v in ("echo", "vae")
+            for b in (0.5, 1.0, 2.0)
+        }
+        floors = {
+            round(reproduction._rate_floor(r.config), 2)
+            for g in ("E3", "E4", "E5")
+            for r in by_group[g]
+            if r.variant == "echo_batch400"
+        }
         if name == "paper_mlp":  # the batch-400 clip's floor for 32 dimensions, against batch 100's 5.74
             assert floors == {1.52}
         assert all(r.config.num_train_steps >= 30_000 or r.config.num_epochs >= 26 for r in by_group["D"])
@@ -364,7 +390,7 @@ def test_the_paper_campaigns_plan_every_group():
     assert {
         (r.config.num_epochs, r.config.batch_size, r.config.model.latent_dim, tuple(r.config.model.mlp_hidden))
         for r in mlp
-        if not {"D", "E2", "E3"} & set(r.groups)
+        if not {"D", "E2", "E3", "E4", "E5", "E6", "E7"} & set(r.groups)
     } == {(100, 100, 32, (500, 500))}
     # The model zoo: seed 0 of echo and vae at beta 0.25, 1 and 4 on binarized MNIST, nothing else.
     kept = sorted((r.variant, r.beta, r.seed, r.config.dataset, r.config.num_epochs) for r in mlp if r.keep_params)
