@@ -162,6 +162,7 @@ def plan(
     root: str,
     groups: Iterable[str] | None = None,
     variants: Iterable[str] | None = None,
+    betas: Iterable[float] | None = None,
 ) -> list[Run]:
     """Every run the campaign asks for, in priority order (group, then beta, then variant, then seed).
 
@@ -170,6 +171,7 @@ def plan(
     Args:
       groups: only these groups (default: all).
       variants: only these variants of them (default: all), to train first the runs that decide a question.
+      betas: only these betas of them (default: all), likewise.
     """
     validation.require_config_dict(campaign, "the campaign file")
     names = [g.name for g in campaign.groups]
@@ -183,6 +185,14 @@ def plan(
         raise ConfigError(
             f"unknown variant(s) {', '.join(unknown)}; the group(s) {', '.join(wanted)} have {', '.join(offered)}"
         )
+    betas = {float(b) for b in betas or ()}
+    offered_betas = sorted({b for g in campaign.groups if g.name in wanted for b in g.betas})
+    unknown = sorted(betas - set(offered_betas))
+    if unknown:
+        raise ConfigError(
+            f"unknown beta(s) {', '.join(f'{b:g}' for b in unknown)}; the group(s) {', '.join(wanted)} have "
+            f"{', '.join(f'{b:g}' for b in offered_betas)}"
+        )
     runs: dict[str, Run] = {}
     for g in campaign.groups:
         if g.name not in wanted:
@@ -195,6 +205,8 @@ def plan(
             _override(base, {**campaign.get("overrides", {}), **g.overrides, **v.overrides})
             bases.append((v.name, base))
         for beta in g.betas:
+            if betas and beta not in betas:
+                continue
             for name, base in bases:
                 for seed in g.seeds:
                     config = single_run_config(base, beta, seed)
@@ -563,6 +575,7 @@ def run_campaign(
     work_dir: str,
     groups: Iterable[str] | None = None,
     variants: Iterable[str] | None = None,
+    betas: Iterable[float] | None = None,
     max_minutes: float | None = None,
     layout: str = "auto",
     allow_dirty: bool = False,
@@ -580,6 +593,7 @@ def run_campaign(
       work_dir: the programs' scratch work directories (checkpoints); a half-done program resumes there.
       groups: only these groups (default: all).
       variants: only these variants of them (default: all).
+      betas: only these betas of them (default: all).
       max_minutes: time budget. Training stops (after a checkpoint) at 90% of it, leaving the rest for a
         final evaluation already under way and for writing files; no program starts in the last 10%.
       layout: how runs are packed into programs (see `programs`).
@@ -607,7 +621,7 @@ def run_campaign(
         raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
     if only_what_fits and max_minutes is None:
         raise ConfigError("--only-what-fits needs a time budget to fit programs into: give --max-minutes too")
-    runs = plan(campaign, root, groups, variants)
+    runs = plan(campaign, root, groups, variants, betas)
     files.settle_replaced(results_dir, recursive=True)  # a run folder a killed `write_run` left aside
     done, rejected = scan_results(results_dir)
 

@@ -3,13 +3,15 @@
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py [--group A] [--max-minutes 120]
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --status
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --group A --retrain-outdated
+    python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --group A --beta 4 --retrain-outdated
     python -m experiments.campaign --campaign configs/campaigns/paper_mlp.py --migrate-keys [--results DIR]
 
 Finished runs land in results/<campaign>/ (config.json, metrics.jsonl, results.json per run: commit
 them); checkpoints of half-done programs stay in --workdir and are resumed by the next call. Then
 `python -m experiments.report --campaign ...` writes docs/reproduction.md from what is finished.
 The runner refuses a work tree with uncommitted changes unless --allow-dirty (each run then keeps the
-diff beside its results). --retrain-outdated also trains again the finished runs whose results predate
+diff beside its results). --group, --variant and --beta pick the runs that decide a question first.
+--retrain-outdated also trains again the finished runs whose results predate
 the training split's terms and the diagnostics (their new folders replace the old). --only-what-fits
 (with --max-minutes) starts no program that finished runs like it say will not end in the time left, for
 machines whose --workdir is lost with the session. --migrate-keys
@@ -30,6 +32,7 @@ _GROUPS = flags.DEFINE_multi_string("group", None, "Only this group (repeatable)
 _VARIANTS = flags.DEFINE_multi_string(
     "variant", None, "Only this variant of the groups (repeatable), e.g. vae_batch400; default: all."
 )
+_BETAS = flags.DEFINE_multi_float("beta", None, "Only this beta of the groups (repeatable), e.g. 4; default: all.")
 _MAX_MINUTES = flags.DEFINE_float(
     "max-minutes",
     None,
@@ -79,7 +82,7 @@ def main(argv):
         print(f"{renamed} folder(s) renamed")
         return
     if _STATUS.value:
-        runs = campaign_lib.plan(campaign, root, _GROUPS.value, _VARIANTS.value)
+        runs = campaign_lib.plan(campaign, root, _GROUPS.value, _VARIANTS.value, _BETAS.value)
         done, rejected = campaign_lib.scan_results(results_dir)
         print(f"campaign {campaign.name}: {campaign_lib.count_sentence(runs, done, rejected)}")
         for line in campaign_lib.status_lines(campaign, runs, done, rejected):
@@ -92,6 +95,7 @@ def main(argv):
         work_dir=_WORKDIR.value,
         groups=_GROUPS.value,
         variants=_VARIANTS.value,
+        betas=_BETAS.value,
         max_minutes=_MAX_MINUTES.value,
         layout=_LAYOUT.value,
         allow_dirty=_ALLOW_DIRTY.value,

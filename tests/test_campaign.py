@@ -103,6 +103,12 @@ def test_plan_orders_by_priority_and_trains_a_shared_run_once(tmp_path):
     assert only_vae[0].groups == ["A", "B"]
     with pytest.raises(ValueError, match=r"unknown variant\(s\) echo; the group\(s\) B have vae$"):
         campaign.plan(load(path), campaign.config_root(path), groups=["B"], variants=["echo"])
+    only_2 = campaign.plan(load(path), campaign.config_root(path), betas=[2])
+    assert [(r.variant, r.beta, r.seed) for r in only_2] == [(v, 2, s) for v in ("echo", "vae") for s in (0, 1)]
+    vae_1 = campaign.plan(load(path), campaign.config_root(path), variants=["vae"], betas=[1.0])
+    assert [r.key for r in vae_1] == [r.key for r in runs if r.variant == "vae" and r.beta == 1]
+    with pytest.raises(ValueError, match=r"unknown beta\(s\) 0.5, 2; the group\(s\) B have 1$"):
+        campaign.plan(load(path), campaign.config_root(path), groups=["B"], betas=[2, 0.5])
 
 
 def test_programs_pack_betas_and_seeds(tmp_path):

@@ -102,6 +102,11 @@ CASES = [
         ["-m", "experiments.campaign", "--campaign", "configs/campaigns/paper_mlp.py", "--status", "--group", "Z"],
         "unknown group(s) Z",
     ),
+    (
+        "campaign_beta",
+        ["-m", "experiments.campaign", "--campaign", "configs/campaigns/paper_mlp.py", "--status", "--beta", "3"],
+        "unknown beta(s) 3; the group(s)",
+    ),
     ("report_workdir", ["-m", "experiments.report", "--workdir", "{workdir}"], "results.json not found"),
     ("report_nothing", ["-m", "experiments.report"], "give either --workdir"),
 ]
