@@ -635,3 +635,51 @@ def test_the_budget_explains_a_gap_that_longer_training_closes():
     assert budget(*runs(90.0)).explains is False  # gaps +1.9, +2.0, +2.1 at 200 epochs: still there
     effect = budget(standard, None)
     assert effect.explains is None and effect.evidence.startswith("not measured (not trained longer)")
+
+
+def batch_cost_runs(vae_low_distortion):
+    """Echo at batch 100, beta 8: (6, 125 + 0.1 seed) against the VAE's curve through (20, 80) and (4, 120), 115
+    at rate 6: gaps 10 + 0.1 seed. At batch 400 Echo's curve runs through (6, 130 + 0.1 seed) and (10, 110), the
+    VAE's through (10, 100) and (2, `vae_low_distortion(seed)`), so the gap at rate 6 is what that VAE point says."""
+    runs = []
+    for seed in range(3):
+        runs += [result("vae", 1.0, seed, 20.0, 80.0), result("vae", 8.0, seed, 4.0, 120.0)]
+        runs += [result("echo", 8.0, seed, 6.0, 125.0 + 0.1 * seed)]
+        runs += [result("vae_batch400", 4.0, seed, 10.0, 100.0)]
+        runs += [result("vae_batch400", 8.0, seed, 2.0, vae_low_distortion(seed))]
+        runs += [result("echo_batch400", 8.0, seed, 6.0, 130.0 + 0.1 * seed)]
+        runs += [result("echo_batch400", 4.0, seed, 10.0, 110.0)]
+    for r in runs:
+        r.rate_floor = {"echo": 5.5, "echo_batch400": 1.52}.get(r.variant)
+    return reproduction._index(runs)
+
+
+def test_a_batch_cost_to_echo_beyond_its_floor_leaves_the_floor_test_undecided():
+    # The VAE at batch 400, beta 8 ends at (2, 140 - 0.2 seed). Lagrangians at beta 8 (distortion + 8 rate):
+    # Echo 173 + 0.1 seed -> 178 + 0.1 seed (+5); the VAE 152 -> 156 - 0.2 seed (+4 - 0.2 seed). Batch 400 costs
+    # Echo 1 + 0.2 seed more: 1.0, 1.2, 1.4, mean 1.20, sd 0.20, half-width 4.303 * 0.2 / sqrt(3) = 0.497.
+    index = batch_cost_runs(lambda seed: 140.0 - 0.2 * seed)
+    cost = reproduction.floor_batch_costs(index, "binary_mnist")
+    assert list(cost) == [8.0] and str(cost[8.0]) == "+1.20 [+0.70, +1.70] (n = 3)"
+    # The VAE's batch-400 curve at rate 6 is 120 - 0.1 seed: the gap left, 10 + 0.2 seed, is no smaller than the
+    # standard 10 + 0.1 seed, which alone would say "no"; with the cost it cannot say so.
+    assert str(reproduction.floor_matched_gaps(index, "binary_mnist")[8.0]) == "+10.20 [+9.70, +10.70] (n = 3)"
+    effect = floor_effect(index)
+    assert effect.explains is None and effect.word == "undecided"
+    assert (
+        "; but batch 400 also costs Echo's distortion + beta * rate +1.20 [+0.70, +1.70] (n = 3) more than the VAE's "
+        "at beta 8, which a lower floor alone cannot"
+    ) in effect.evidence
+
+
+def test_no_batch_cost_to_echo_leaves_the_floor_test_as_it_was():
+    # The VAE at batch 400, beta 8 ends at (2, 150 - 0.2 seed): its Lagrangian rises 14 - 0.2 seed, Echo's 5, a
+    # difference of -9 + 0.2 seed (-8.80 [-9.30, -8.30]). Its curve at rate 6 is 125 - 0.1 seed: the gap left is
+    # 5 + 0.2 seed, smaller than the standard 10 + 0.1 seed by 5 - 0.1 seed on every seed: partly, as without the check.
+    index = batch_cost_runs(lambda seed: 150.0 - 0.2 * seed)
+    assert str(reproduction.floor_batch_costs(index, "binary_mnist")[8.0]) == "-8.80 [-9.30, -8.30] (n = 3)"
+    effect = floor_effect(index)
+    assert effect.word == "partly" and effect.partly.mean == pytest.approx(4.9)
+    assert "batch 400 changes Echo's distortion + beta * rate by -8.80 [-9.30, -8.30] (n = 3)" in effect.evidence
+    # Without both methods at batch 100 and 400 at the gap's beta there is nothing to check.
+    assert reproduction.floor_batch_costs(reproduction._index(standard_floor_runs()), "binary_mnist") == {}
