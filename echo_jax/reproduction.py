@@ -295,7 +295,7 @@ def dominance_verdict(
       results: the finished results.
       pending: the campaign's Echo and VAE runs on this dataset not finished yet: the range the claim is
         about is then not covered, and the verdict waits (the partial evidence is shown).
-      longer: `_index` of runs trained for a longer schedule (groups E2, E6, E7), which say whether the standard one
+      longer: `_index` of runs trained for a longer schedule (groups E2, E7, E8), which say whether the standard one
         had converged.
     """
     claim = f"Echo dominates the beta-VAE across the rate-distortion range ({dataset})"
@@ -725,7 +725,7 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
 
 
 def floor_axis_gaps(index, dataset: str) -> dict[float, Interval]:
-    """Per beta of the floor groups (E3-E5): the verdict's gap (Echo's distortion minus the VAE's at Echo's rate,
+    """Per beta of the floor groups (E3-E6): the verdict's gap (Echo's distortion minus the VAE's at Echo's rate,
     paired by seed) with both methods trained at batch `FLOOR_BATCH`, where Echo's clip leaves a lower rate floor,
     on that VAE's curve. Its betas are spaced as the standard curve's (factors of 2), so the chords are alike."""
     return rate_distortion_gaps(index, dataset, echo=FLOOR_VARIANTS[0], other=FLOOR_VARIANTS[1])
@@ -1241,7 +1241,7 @@ def write_reproduction(
         campaign's ``--status`` does.
     """
     every = load_finished(runs, done)
-    # The campaign's standard schedule is its most common length; runs trained longer (groups E2, E6, E7) are
+    # The campaign's standard schedule is its most common length; runs trained longer (groups E2, E7, E8) are
     # reported beside it and never mixed into its curves.
     lengths = [r.config.num_epochs for r in runs if r.config.dataset not in DSPRITES] or [0]
     standard_epochs = max(set(lengths), key=lengths.count)
@@ -1298,7 +1298,7 @@ def write_reproduction(
             index,
             dataset,
             FLOOR_VARIANTS,
-            f"Echo - VAE with both at batch {FLOOR_BATCH} (groups E3-E5: Echo's floor lowered), paired by seed, mean "
+            f"Echo - VAE with both at batch {FLOOR_BATCH} (groups E3-E6: Echo's floor lowered), paired by seed, mean "
             "[95% CI]:",
         )
         why = _attribution_table(index, dataset, longer) + _why_table(index, dataset)

@@ -347,13 +347,13 @@ def test_the_paper_campaigns_plan_every_group():
     for name, network in (("paper_mlp", "mlp"), ("paper_conv", "conv")):
         path = os.path.join(REPO, "configs", "campaigns", f"{name}.py")
         runs = campaign.plan(load(path), campaign.config_root(path))
-        groups = ("A", "E1", "E2", "E3", "E4", "E5", "E6", "E7", "C", "B", "D")
+        groups = ("A", "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "C", "B", "D")
         by_group = {g: [r for r in runs if g in r.groups] for g in groups}
-        assert [len(v) for v in by_group.values()] == [30, 6, 12, 24, 12, 18, 18, 18, 36, 33, 18]
+        assert [len(v) for v in by_group.values()] == [30, 6, 12, 24, 12, 12, 18, 18, 18, 36, 33, 18]
         # B's echo and vae at beta 1 are A's; with the conv protocol (200 epochs already) the longer groups' runs
-        # are the standard ones: E2's are A's, E6's and E7's are C's.
+        # are the standard ones: E2's are A's, E7's and E8's are C's.
         shared_longer = 12 + 36 if name == "paper_conv" else 0
-        assert len(runs) == 30 + 6 + 12 + 24 + 12 + 18 + 18 + 18 + 36 + 33 - 6 + 18 - shared_longer
+        assert len(runs) == 30 + 6 + 12 + 24 + 12 + 12 + 18 + 18 + 18 + 36 + 33 - 6 + 18 - shared_longer
         assert [g.name for g in load(path).groups] == list(groups)  # priority order
         assert {r.config.model.network for r in runs if "D" not in r.groups} == {network}
         assert {r.config.dataset for r in by_group["C"]} == {"omniglot", "fashion_mnist"}
@@ -364,27 +364,35 @@ def test_the_paper_campaigns_plan_every_group():
             (v, b, 400, "binary_mnist") for v in ("echo_batch400", "vae_batch400") for b in (2.0, 4.0, 8.0, 16.0)
         }
         # The floor's test on the other datasets: Echo's losing betas and the neighbour its rate needs.
+        # E5 is E4 with as many updates as batch 100 takes: 4 times the epochs.
+        standard_epochs = by_group["A"][0].config.num_epochs
         floor_tests = {
-            (g, r.variant, r.beta, r.config.batch_size, r.config.dataset) for g in ("E4", "E5") for r in by_group[g]
+            (g, r.variant, r.beta, r.config.batch_size, r.config.dataset, r.config.num_epochs)
+            for g in ("E4", "E5", "E6")
+            for r in by_group[g]
         }
         assert floor_tests == {
-            (g, v, b, 400, d)
-            for g, d, betas in (("E4", "omniglot", (0.25, 0.5)), ("E5", "fashion_mnist", (0.5, 1.0, 2.0)))
+            (g, v, b, 400, d, epochs)
+            for g, d, betas, epochs in (
+                ("E4", "omniglot", (0.25, 0.5), standard_epochs),
+                ("E5", "omniglot", (0.25, 0.5), 4 * standard_epochs),
+                ("E6", "fashion_mnist", (0.5, 1.0, 2.0), standard_epochs),
+            )
             for v in ("echo_batch400", "vae_batch400")
             for b in betas
         }
         longer = {
-            (g, r.variant, r.beta, r.config.num_epochs, r.config.dataset) for g in ("E6", "E7") for r in by_group[g]
+            (g, r.variant, r.beta, r.config.num_epochs, r.config.dataset) for g in ("E7", "E8") for r in by_group[g]
         }
         assert longer == {
             (g, v, b, 200, d)
-            for g, d in (("E6", "omniglot"), ("E7", "fashion_mnist"))
+            for g, d in (("E7", "omniglot"), ("E8", "fashion_mnist"))
             for v in ("echo", "vae")
             for b in (0.5, 1.0, 2.0)
         }
         floors = {
             round(reproduction._rate_floor(r.config), 2)
-            for g in ("E3", "E4", "E5")
+            for g in ("E3", "E4", "E5", "E6")
             for r in by_group[g]
             if r.variant == "echo_batch400"
         }
@@ -396,7 +404,7 @@ def test_the_paper_campaigns_plan_every_group():
     assert {
         (r.config.num_epochs, r.config.batch_size, r.config.model.latent_dim, tuple(r.config.model.mlp_hidden))
         for r in mlp
-        if not {"D", "E2", "E3", "E4", "E5", "E6", "E7"} & set(r.groups)
+        if not {"D", "E2", "E3", "E4", "E5", "E6", "E7", "E8"} & set(r.groups)
     } == {(100, 100, 32, (500, 500))}
     # The model zoo: seed 0 of echo and vae at beta 0.25, 1 and 4 on binarized MNIST, nothing else.
     kept = sorted((r.variant, r.beta, r.seed, r.config.dataset, r.config.num_epochs) for r in mlp if r.keep_params)

@@ -15,9 +15,9 @@ vae_maf and vae_vamp, 20 for echo at batch 400 (12 and 14 for the two trained si
 Horner's rule); Fashion-MNIST 8-10, Omniglot 3-4. Group A (30 models) is
 about 14 hours. Group E1 (beta 8) has the same schedule;
 E2 (beta 2 and 4) trains 200 epochs, lr constant for 100 then linearly to 0. E3 trains echo and vae at batch 400
-(beta 8, 4, 2 and 16), whose clip puts Echo's rate floor at 1.52 nats instead of 5.74: the test of the floor. E4 and E5
-repeat that test on Omniglot and Fashion-MNIST at the betas where Echo loses there, E6 and E7 the 200-epoch schedule at
-every beta of their gaps (the budget's test). Seed 0 of echo and vae at
+(beta 8, 4, 2 and 16), whose clip puts Echo's rate floor at 1.52 nats instead of 5.74: the test of the floor. E4 and E6
+repeat that test on Omniglot and Fashion-MNIST at the betas where Echo loses there, E5 repeats E4 with as many updates
+as batch 100 takes (400 epochs), E7 and E8 train the 200-epoch schedule at every beta of their gaps (the budget's test). Seed 0 of echo and vae at
 beta 0.25, 1 and 4 keep their parameters (`keep_params`): the model zoo, opened with `echo_jax.load_run`.
 """
 
