@@ -629,6 +629,7 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
         None,
     )
     batch_costs = floor_batch_costs(index, dataset)
+    update_costs = floor_batch_costs(index, dataset, longer or {})
     splits = split_axis_gaps(index, dataset)
     bound = mi_axis_gaps(index, dataset, "upper_bound")
     budget_gaps = longer_axis_gaps(index, longer or {}, dataset) if longer else {}
@@ -719,6 +720,14 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                         evidence=f"{effect.evidence}; batch {FLOOR_BATCH} changes Echo's distortion + beta * rate by "
                         f"{cost} beyond the VAE's at beta {b:g} (no cost of the batch to Echo beyond its floor shown)",
                     )
+                cost = update_costs.get(b)
+                if cost is not None:
+                    epochs = next(iter(longer[(dataset, FLOOR_VARIANTS[0], b)].values())).num_epochs
+                    effect = dataclasses.replace(
+                        effect,
+                        evidence=f"{effect.evidence}; trained {epochs} epochs at batch {FLOOR_BATCH} (more updates), "
+                        f"the difference is {cost}",
+                    )
                 effects.append(effect)
         out[b] = effects
     return out
@@ -731,7 +740,7 @@ def floor_axis_gaps(index, dataset: str) -> dict[float, Interval]:
     return rate_distortion_gaps(index, dataset, echo=FLOOR_VARIANTS[0], other=FLOOR_VARIANTS[1])
 
 
-def floor_batch_costs(index, dataset: str) -> dict[float, Interval]:
+def floor_batch_costs(index, dataset: str, lowered: dict | None = None) -> dict[float, Interval]:
     """Per beta at which both methods were trained at both batches: what batch `FLOOR_BATCH` does to Echo's
     Lagrangian distortion + beta * rate beyond what it does to the VAE's, paired by seed: (Echo at
     `FLOOR_BATCH` - Echo at the standard batch) - (the same for the VAE).
@@ -739,13 +748,16 @@ def floor_batch_costs(index, dataset: str) -> dict[float, Interval]:
     The floor test (`floor_matched_gaps`) assumes the batch does to both alike, save Echo's floor. A lower
     floor alone only widens the noise scales Echo may choose, so it cannot raise Echo's best Lagrangian: a
     difference above 0 is a cost of the batch to Echo beyond its floor (fewer updates, noise drawn from more
-    encodings), which the lowered-floor gap then holds too."""
+    encodings), which the lowered-floor gap then holds too. `lowered` (default `index`) holds the batch-
+    `FLOOR_BATCH` runs: the longer runs (group E5) ask whether the cost is the batch's fewer updates."""
     lagrangian = lambda r: r.test["distortion"] + r.beta * r.test["rate"]  # noqa: E731
+    lowered = index if lowered is None else lowered
     costs = {}
     for (d, v, beta), echo in sorted(index.items()):
         if d != dataset or v != "echo":
             continue
-        cells = [index.get((dataset, variant, beta), {}) for variant in ("vae", *FLOOR_VARIANTS)]
+        cells = [index.get((dataset, "vae", beta), {})]
+        cells += [lowered.get((dataset, variant, beta), {}) for variant in FLOOR_VARIANTS]
         seeds = sorted(set(echo).intersection(*cells))
         if seeds:
             vae, echo_low, vae_low = cells
@@ -835,7 +847,7 @@ def longer_axis_gaps(standard, longer, dataset: str) -> dict[float, tuple[Interv
     The longer runs' VAE curve has only those points, and a chord over fewer points of a convex curve lies
     higher (favouring Echo), so the standard schedule's curve is cut down alike: the two stay comparable.
     """
-    betas = {b for (d, _, b) in longer if d == dataset}
+    betas = {b for (d, v, b) in longer if d == dataset and v in ("echo", "vae")}  # not E5's batch-400 runs
     at = [
         rate_distortion_gaps({k: by for k, by in source.items() if k[0] == dataset and k[2] in betas}, dataset)
         for source in (standard, longer)

@@ -683,3 +683,23 @@ def test_no_batch_cost_to_echo_leaves_the_floor_test_as_it_was():
     assert "batch 400 changes Echo's distortion + beta * rate by -8.80 [-9.30, -8.30] (n = 3)" in effect.evidence
     # Without both methods at batch 100 and 400 at the gap's beta there is nothing to check.
     assert reproduction.floor_batch_costs(reproduction._index(standard_floor_runs()), "binary_mnist") == {}
+
+
+def test_the_batch_cost_is_measured_again_with_as_many_updates():
+    # Both methods at batch 400 trained longer: Echo (6, 126 + 0.1 seed), Lagrangian 174 + 0.1 seed (+1 over batch
+    # 100); the VAE (2, 136 - 0.2 seed), 152 - 0.2 seed (+0 - 0.2 seed): 1 + 0.2 seed again, +1.20 [+0.70, +1.70].
+    index = batch_cost_runs(lambda seed: 140.0 - 0.2 * seed)
+    longer = []
+    for seed in range(3):
+        longer += [result("echo_batch400", 8.0, seed, 6.0, 126.0 + 0.1 * seed)]
+        longer += [result("vae_batch400", 8.0, seed, 2.0, 136.0 - 0.2 * seed)]
+    for r in longer:
+        r.num_epochs = 400
+    longer = reproduction._index(longer)
+    assert str(reproduction.floor_batch_costs(index, "binary_mnist", longer)[8.0]) == "+1.20 [+0.70, +1.70] (n = 3)"
+    effect = next(e for e in reproduction.attribution(index, "binary_mnist", longer)[8.0] if e.name == "floor")
+    assert effect.evidence.endswith(
+        "; trained 400 epochs at batch 400 (more updates), the difference is +1.20 [+0.70, +1.70] (n = 3)"
+    )
+    # The longer echo and vae runs of other groups are not batch-400 runs: nothing to say.
+    assert reproduction.floor_batch_costs(index, "binary_mnist", {}) == {}
