@@ -694,7 +694,8 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                     rate = summarize([r.test["rate"] for r in index[(dataset, "echo", b)].values()])
                     text += f"; with the floor at {low_floor:.2f} nats (batch {FLOOR_BATCH}) not measured at the same "
                     text += (
-                        f"rate: Echo's {rate} nats lies outside the lowered curve ({_floor_curve_span(index, dataset)})"
+                        f"rate: no seed's rate (Echo's {rate} nats) lies inside both lowered curves "
+                        f"({_floor_curve_span(index, dataset)})"
                     )
                 else:
                     text += f" (not tested: no Echo and VAE pair at batch {FLOOR_BATCH})"
@@ -800,18 +801,22 @@ def floor_matched_gaps(index, dataset: str) -> dict[float, Interval]:
 
 
 def _floor_curve_span(index, dataset: str) -> str:
-    """The rates the lowered Echo curve spans, over its seeds' means (for the evidence of an unmeasured cell)."""
-    points = sorted(
-        (float(np.mean([r.test["rate"] for r in by.values()])), b)
-        for (d, v, b), by in index.items()
-        if d == dataset and v == FLOOR_VARIANTS[0]
-    )
-    if len(points) < 2:
-        return f"{FLOOR_VARIANTS[0]} has fewer than two betas"
-    return (
-        f"{FLOOR_VARIANTS[0]}'s curve spans {points[0][0]:.2f} (beta {points[0][1]:g}) to {points[-1][0]:.2f} "
-        f"(beta {points[-1][1]:g}) nats"
-    )
+    """The rates both lowered curves span, over their seeds' means (for the evidence of an unmeasured cell)."""
+    spans = []
+    for variant in FLOOR_VARIANTS:
+        points = sorted(
+            (float(np.mean([r.test["rate"] for r in by.values()])), b)
+            for (d, v, b), by in index.items()
+            if d == dataset and v == variant
+        )
+        if len(points) < 2:
+            spans.append(f"{variant} has fewer than two betas")
+        else:
+            spans.append(
+                f"{variant}'s curve spans {points[0][0]:.2f} (beta {points[0][1]:g}) to {points[-1][0]:.2f} "
+                f"(beta {points[-1][1]:g}) nats"
+            )
+    return "; ".join(spans)
 
 
 def _attribution_table(index, dataset: str, longer: dict | None) -> list[str]:

@@ -505,8 +505,9 @@ def test_the_floor_is_undecided_where_the_lowered_curve_does_not_reach_the_gaps_
     effect = floor_effect(index)
     assert effect.explains is None
     assert (
-        "with the floor at 1.52 nats (batch 400) not measured at the same rate: Echo's 6.00 ± 0.00 nats lies outside "
-        "the lowered curve (echo_batch400's curve spans 1.10 (beta 16) to 4.00 (beta 8) nats)"
+        "with the floor at 1.52 nats (batch 400) not measured at the same rate: no seed's rate (Echo's 6.00 ± 0.00 "
+        "nats) lies inside both lowered curves (echo_batch400's curve spans 1.10 (beta 16) to 4.00 (beta 8) nats; "
+        "vae_batch400's curve spans 2.00 (beta 16) to 10.00 (beta 4) nats)"
     ) in effect.evidence
 
 
