@@ -1086,7 +1086,9 @@ def _longer_training_section(standard, longer, dataset: str) -> list[str]:
             a, c = paired_by_seed(have[1], have[0], lambda r, split=split: getattr(r, split)["neg_elbo"])
             cells.append(str(paired_interval(a, c)) if a else "not measured")
         lines.append(f"| {v} | {b:g} | {cells[0]} | {cells[1]} |")
-    betas = sorted({b for _, b in keys})
+    betas = sorted({b for v, b in keys if v in ("echo", "vae")})  # Echo - VAE at each length: not E5's pairs
+    if not betas:
+        return lines + [""]
     on_axis = longer_axis_gaps(standard, longer, dataset)
     lines += [
         "",

@@ -576,6 +576,14 @@ def test_longer_training_is_reported_beside_the_standard_schedule():
     assert any(line.startswith("| echo | 2 | -2.00 [") and line.endswith("| not measured |") for line in lines)
     assert "| vae | 2 | -1.50 (n = 1, no interval) | not measured |" in lines
     assert reproduction._longer_training_section(standard, longer, "omniglot") == []
+    # Batch-400 runs trained longer (group E5) are compared with their own standard length, never as Echo - VAE.
+    low = lambda variant, seed, neg_elbo, num_epochs: at(f"{variant}_batch400", seed, neg_elbo, num_epochs)  # noqa: E731
+    standard = reproduction._index([low("vae", 0, 99.0, 100), at("echo", 0, 100.0, 100), at("vae", 0, 99.0, 100)])
+    lines = reproduction._longer_training_section(
+        standard, reproduction._index([low("vae", 0, 98.0, 400)]), "binary_mnist"
+    )
+    assert "| vae_batch400 | 2 | -1.00 (n = 1, no interval) | not measured |" in lines
+    assert not any("-ELBO Echo - VAE" in line for line in lines)
 
 
 def test_longer_training_is_compared_on_the_verdicts_axis_through_the_same_vae_betas():
