@@ -655,7 +655,8 @@ def run_campaign(
             log(f"program {program.key}: its work directory's results predate the training split; cleared")
             shutil.rmtree(workdir)
         if only_what_fits and not workdir_lib.checkpoint_files(workdir):
-            expected, left = expected_seconds(program, done), deadline - clock()
+            # Estimated from the runs finished by now: this runner's own first runs of a kind count too.
+            expected, left = expected_seconds(program, finished_runs(results_dir)), deadline - clock()
             if expected is not None and expected > left:
                 log(
                     f"program {program.key}: not started, it is expected to take {expected / 60:.0f} min and "

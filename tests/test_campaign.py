@@ -269,11 +269,11 @@ def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkp
     path = write_campaign(tmp_path)
     run(path, tmp_path, groups=["B"])  # vae beta 1 seed 0: the history the others are expected from
     ((key, directory),) = finished(tmp_path).items()
-    set_seconds(directory, 600.0)
+    set_seconds(directory, 1200.0)
     runs = campaign.plan(load(path), campaign.config_root(path), groups=["A"])
     vae, echo = [campaign.programs([r], "per_run")[0] for r in (runs[2], runs[0])]
     assert (vae.runs[0].variant, echo.runs[0].variant) == ("vae", "echo")
-    assert campaign.expected_seconds(vae, finished(tmp_path)) == 600.0
+    assert campaign.expected_seconds(vae, finished(tmp_path)) == 1200.0
     assert campaign.expected_seconds(echo, finished(tmp_path)) is None  # no finished echo run to go by
 
     # vae beta 1 seed 1 is cut off after 3 steps, leaving a checkpoint; vae beta 2 never starts (no time left).
@@ -289,7 +289,8 @@ def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkp
     )
     assert len(finished(tmp_path)) == 1
 
-    # 540 s of training time (90% of 10 minutes) against an expected 600: only the checkpointed program runs.
+    # 540 s of training time (90% of 10 minutes) against an expected 1200, then, once the checkpointed program has
+    # finished in a few seconds, the median of the two, about 600: only the checkpointed program runs.
     complete, lines = run(
         path,
         tmp_path,
@@ -318,6 +319,24 @@ def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkp
         clock=lambda: 0.0,
     )
     assert complete and not any("not started" in line for line in lines)
+
+
+def test_only_what_fits_learns_from_the_runs_it_has_just_finished(tmp_path):
+    # No history: the first vae program has no estimate and trains (its recorded seconds exceed the 0.054 s
+    # budget of 0.001 minutes, which the frozen clock never spends); the next three are expected from it.
+    path = write_campaign(tmp_path)
+    complete, lines = run(
+        path,
+        tmp_path,
+        groups=["A"],
+        variants=["vae"],
+        layout="per_run",
+        max_minutes=0.001,
+        only_what_fits=True,
+        clock=lambda: 0.0,
+    )
+    assert not complete and len(finished(tmp_path)) == 1
+    assert len([line for line in lines if "not started" in line]) == 3
 
 
 def test_only_what_fits_needs_a_time_budget(tmp_path):
