@@ -249,6 +249,11 @@ class Verdict:
     evidence: str
 
 
+def lagrangian(r: Result) -> float:
+    """The run's test distortion + beta * rate: the objective it minimised."""
+    return r.test["distortion"] + r.beta * r.test["rate"]
+
+
 def paired_by_seed(a: dict[int, Result], b: dict[int, Result], metric) -> tuple[list[float], list[float]]:
     seeds = sorted(set(a) & set(b))
     return [metric(a[s]) for s in seeds], [metric(b[s]) for s in seeds]
@@ -494,9 +499,9 @@ def explanations(index, dataset: str, longer: dict | None = None) -> str:
         if undecided:
             said.append(f"undecided: {', '.join(undecided)}")
         out.append(f"Echo {side} at beta {b:g} - {'; '.join(said)}")
-    lagrangian = lagrangian_gaps(index, dataset)
+    lagrangians = lagrangian_gaps(index, dataset)
     sides = [(-1, "lower"), (1, "higher"), (0, "level within its interval")]
-    said = [(word, [f"{b:g}" for b, g in lagrangian.items() if g.sign == sign]) for sign, word in sides]
+    said = [(word, [f"{b:g}" for b, g in lagrangians.items() if g.sign == sign]) for sign, word in sides]
     said = [f"{word} at beta {', '.join(betas)}" for word, betas in said if betas]
     if said:
         out.append(f"at equal beta, Echo's Lagrangian distortion + beta * rate is {'; '.join(said)}")
@@ -751,7 +756,6 @@ def floor_batch_costs(index, dataset: str, lowered: dict | None = None) -> dict[
     difference above 0 is a cost of the batch to Echo beyond its floor (fewer updates, noise drawn from more
     encodings), which the lowered-floor gap then holds too. `lowered` (default `index`) holds the batch-
     `FLOOR_BATCH` runs: the longer runs (group E5) ask whether the cost is the batch's fewer updates."""
-    lagrangian = lambda r: r.test["distortion"] + r.beta * r.test["rate"]  # noqa: E731
     lowered = index if lowered is None else lowered
     costs = {}
     for (d, v, beta), echo in sorted(index.items()):
@@ -867,7 +871,7 @@ def lagrangian_gaps(index, dataset: str) -> dict[float, Interval]:
     for (d, v, beta), echo in index.items():
         if d != dataset or v != "echo" or (d, "vae", beta) not in index:
             continue
-        a, b = paired_by_seed(echo, index[(d, "vae", beta)], lambda r: r.test["distortion"] + r.beta * r.test["rate"])
+        a, b = paired_by_seed(echo, index[(d, "vae", beta)], lagrangian)
         if a:
             out[beta] = paired_interval(a, b)
     return dict(sorted(out.items()))
@@ -1020,8 +1024,8 @@ def _generalisation_table(index, dataset: str) -> list[str]:
 
 def _why_table(index, dataset: str) -> list[str]:
     """The Lagrangian and the information-axis comparisons beside the interpolation one."""
-    lagrangian = lagrangian_gaps(index, dataset)
-    if not lagrangian:
+    lagrangians = lagrangian_gaps(index, dataset)
+    if not lagrangians:
         return []
     gaps = rate_distortion_gaps(index, dataset)
     mi = {name: mi_axis_gaps(index, dataset, name) for name, _ in MI_ESTIMATES}
@@ -1036,7 +1040,7 @@ def _why_table(index, dataset: str) -> list[str]:
         "| at Echo's rate (held-out I(X;Z)) |",
         "|---|---|---|---|---|",
     ]
-    for beta, g in lagrangian.items():
+    for beta, g in lagrangians.items():
         cells = [str(g), str(gaps.get(beta, "n/a"))] + [
             str(mi[name].get(beta, "not measured")) for name, _ in MI_ESTIMATES
         ]
@@ -1102,7 +1106,7 @@ def _longer_training_section(standard, longer, dataset: str) -> list[str]:
             a, c = paired_by_seed(e, v, lambda r: r.test["neg_elbo"])
             if not a:
                 continue
-            lag = paired_interval(*paired_by_seed(e, v, lambda r: r.test["distortion"] + r.beta * r.test["rate"]))
+            lag = paired_interval(*paired_by_seed(e, v, lagrangian))
             axis = axis or "n/a (Echo's rate is outside that curve)"
             lines.append(f"| {b:g} | {next(iter(e.values())).num_epochs} | {paired_interval(a, c)} | {lag} | {axis} |")
     return lines + [""]

@@ -265,6 +265,20 @@ def set_seconds(directory, seconds):
     open(path, "w").write(json.dumps(held))
 
 
+def fit_vae_programs(path, tmp_path, max_minutes):
+    """Group A's vae runs, one per program, with --only-what-fits and a clock that never moves."""
+    return run(
+        path,
+        tmp_path,
+        groups=["A"],
+        variants=["vae"],
+        layout="per_run",
+        max_minutes=max_minutes,
+        only_what_fits=True,
+        clock=lambda: 0.0,
+    )
+
+
 def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkpoint(tmp_path):
     path = write_campaign(tmp_path)
     run(path, tmp_path, groups=["B"])  # vae beta 1 seed 0: the history the others are expected from
@@ -291,16 +305,7 @@ def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkp
 
     # 540 s of training time (90% of 10 minutes) against an expected 1200, then, once the checkpointed program has
     # finished in a few seconds, the median of the two, about 600: only the checkpointed program runs.
-    complete, lines = run(
-        path,
-        tmp_path,
-        groups=["A"],
-        variants=["vae"],
-        layout="per_run",
-        max_minutes=10,
-        only_what_fits=True,
-        clock=lambda: 0.0,
-    )
+    complete, lines = fit_vae_programs(path, tmp_path, max_minutes=10)
     assert not complete
     trained = {(r.beta, r.seed) for r in runs if r.variant == "vae" and r.key in finished(tmp_path)}
     assert trained == {(1, 0), (1, 1)}
@@ -308,16 +313,7 @@ def test_only_what_fits_skips_a_program_expected_to_overrun_but_resumes_a_checkp
     assert len(skipped) == 2 and all("expected to take 10 min and 9 min are left" in line for line in skipped)
 
     set_seconds(directory, 60.0)  # the same call, once the history says a program fits, trains the rest
-    complete, lines = run(
-        path,
-        tmp_path,
-        groups=["A"],
-        variants=["vae"],
-        layout="per_run",
-        max_minutes=10,
-        only_what_fits=True,
-        clock=lambda: 0.0,
-    )
+    complete, lines = fit_vae_programs(path, tmp_path, max_minutes=10)
     assert complete and not any("not started" in line for line in lines)
 
 
@@ -325,16 +321,7 @@ def test_only_what_fits_learns_from_the_runs_it_has_just_finished(tmp_path):
     # No history: the first vae program has no estimate and trains (its recorded seconds exceed the 0.054 s
     # budget of 0.001 minutes, which the frozen clock never spends); the next three are expected from it.
     path = write_campaign(tmp_path)
-    complete, lines = run(
-        path,
-        tmp_path,
-        groups=["A"],
-        variants=["vae"],
-        layout="per_run",
-        max_minutes=0.001,
-        only_what_fits=True,
-        clock=lambda: 0.0,
-    )
+    complete, lines = fit_vae_programs(path, tmp_path, max_minutes=0.001)
     assert not complete and len(finished(tmp_path)) == 1
     assert len([line for line in lines if "not started" in line]) == 3
 
