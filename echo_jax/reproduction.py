@@ -621,6 +621,9 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
       curves do not reach that rate. The same beta's gap at batch `FLOOR_BATCH` (`floor_axis_gaps`, at a lower
       rate) is evidence only. The test assumes the batch does to both methods alike, save Echo's floor; where
       `floor_batch_costs` shows it costs Echo more, the gap left holds that cost too, and a "no" is undecided.
+      Where both methods were also trained at batch `FLOOR_BATCH` with as many updates as the standard batch
+      (group E5, in `longer`), the same-rate gap on those curves decides instead: it holds the update count too,
+      and a "no" there is undecided only if the batch still costs Echo more with as many updates.
     """
     gaps = rate_distortion_gaps(index, dataset)
     lowered, matched = floor_axis_gaps(index, dataset), floor_matched_gaps(index, dataset)
@@ -634,10 +637,12 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
         None,
     )
     batch_costs = floor_batch_costs(index, dataset)
-    update_costs = floor_batch_costs(index, dataset, longer or {})
+    longer = longer or {}
+    update_costs = floor_batch_costs(index, dataset, longer)
+    matched_long = floor_matched_gaps(index, dataset, longer)
     splits = split_axis_gaps(index, dataset)
     bound = mi_axis_gaps(index, dataset, "upper_bound")
-    budget_gaps = longer_axis_gaps(index, longer or {}, dataset) if longer else {}
+    budget_gaps = longer_axis_gaps(index, longer, dataset) if longer else {}
     out = {}
     for b, gap in gaps.items():
         if gap.sign == 0:
@@ -734,6 +739,23 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                         evidence=f"{effect.evidence}; trained {epochs} epochs at batch {FLOOR_BATCH} (more updates), "
                         f"the difference is {cost}",
                     )
+                if b in matched_long:
+                    # Both methods at the lowered floor with as many updates as the standard batch: this test holds
+                    # the update count too, so it decides in place of the one above.
+                    left = matched_long[b]
+                    text = (
+                        f"{effect.evidence}; with as many updates ({_floor_epochs(longer, dataset)} epochs "
+                        f"at batch {FLOOR_BATCH}, both methods) the gap at the same rate is {left}"
+                        f"{_too_wide(gap, left)}, which decides"
+                    )
+                    effect = _effect("floor", gap, left, text, _decides(gap, left))
+                    if cost is not None and cost.sign > 0 and effect.word == "no":
+                        effect = dataclasses.replace(
+                            effect,
+                            explains=None,
+                            evidence=f"{effect.evidence}; but the batch still costs Echo more than the VAE with as "
+                            "many updates, so the gap left overstates what is not the floor's",
+                        )
                 effects.append(effect)
         out[b] = effects
     return out
@@ -780,13 +802,15 @@ def _seed_curve(index, dataset: str, variant: str, seed: int) -> tuple[list[floa
     return [r.test["rate"] for r in runs], [r.test["distortion"] for r in runs]
 
 
-def floor_matched_gaps(index, dataset: str) -> dict[float, Interval]:
+def floor_matched_gaps(index, dataset: str, lowered: dict | None = None) -> dict[float, Interval]:
     """Per Echo beta: the gap with the floor lowered, at the rate the gap was measured at. For each seed, both
     batch-`FLOOR_BATCH` curves (Echo's and the VAE's, linear between their betas) are read at the rate Echo
     reached at this beta with its standard floor; a seed whose rate lies outside the lowered Echo curve is left
     out. The same beta lands at a lower rate once the floor is lowered (`floor_axis_gaps` compares there), and
     the gap changes with the rate, so only this comparison takes the floor out and nothing else. Both curves
-    are chords over betas a factor of 2 apart, so their interpolation biases are alike."""
+    are chords over betas a factor of 2 apart, so their interpolation biases are alike. `lowered` (default
+    `index`) holds the batch-`FLOOR_BATCH` curves: the longer runs (group E5) read them with as many updates."""
+    lowered = index if lowered is None else lowered
     gaps = {}
     for (d, v, beta), by_seed in sorted(index.items()):
         if d != dataset or v != "echo":
@@ -794,7 +818,7 @@ def floor_matched_gaps(index, dataset: str) -> dict[float, Interval]:
         diffs = {}
         for seed, e in by_seed.items():
             at = [
-                distortion_at_rate(*_seed_curve(index, dataset, variant, seed), e.test["rate"])
+                distortion_at_rate(*_seed_curve(lowered, dataset, variant, seed), e.test["rate"])
                 for variant in FLOOR_VARIANTS
             ]
             if None not in at:
@@ -802,6 +826,14 @@ def floor_matched_gaps(index, dataset: str) -> dict[float, Interval]:
         if diffs:
             gaps[beta] = seed_interval(diffs)
     return gaps
+
+
+def _floor_epochs(runs: dict, dataset: str) -> str:
+    """The schedule(s) of the batch-`FLOOR_BATCH` runs in `runs`, as epochs."""
+    epochs = {
+        r.num_epochs for (d, v, _), by in runs.items() if d == dataset and v in FLOOR_VARIANTS for r in by.values()
+    }
+    return "/".join(str(e) for e in sorted(epochs))
 
 
 def _floor_curve_span(index, dataset: str) -> str:

@@ -712,3 +712,40 @@ def test_the_batch_cost_is_measured_again_with_as_many_updates():
     )
     # The longer echo and vae runs of other groups are not batch-400 runs: nothing to say.
     assert reproduction.floor_batch_costs(index, "binary_mnist", {}) == {}
+
+
+def test_the_floor_test_with_as_many_updates_decides_in_place_of_the_one_with_fewer():
+    # At batch 100/400 with as many updates the standard batch-400 test says "undecided" (batch_cost_runs: the
+    # batch costs Echo +1.20 [+0.70, +1.70] more). Trained longer, the VAE's batch-400 curve runs through (10, 100)
+    # and (2, 140): 120 at rate 6, where Echo's standard gap (10 + 0.1 seed) was measured.
+    index = batch_cost_runs(lambda seed: 140.0 - 0.2 * seed)
+
+    def effect(echo_at_6):
+        longer = []
+        for seed in range(3):
+            longer += [result("echo_batch400", 8.0, seed, 6.0, echo_at_6(seed))]
+            longer += [result("echo_batch400", 4.0, seed, 10.0, 105.0)]
+            longer += [result("vae_batch400", 4.0, seed, 10.0, 100.0), result("vae_batch400", 8.0, seed, 2.0, 140.0)]
+        for r in longer:
+            r.num_epochs = 400
+            r.rate_floor = 1.52 if r.variant == "echo_batch400" else None
+        longer = reproduction._index(longer)
+        return next(e for e in reproduction.attribution(index, "binary_mnist", longer)[8.0] if e.name == "floor")
+
+    # Echo at 120 + 0.1 seed: gaps 0.0, 0.1, 0.2 with as many updates, +0.10 [-0.15, +0.35], which excludes the
+    # standard gap's mean (+10.10): the floor explains it. Lagrangians at beta 8 (distortion + 8 rate), longer minus
+    # standard: Echo 168 + 0.1 seed - (173 + 0.1 seed) = -5, the VAE 156 - 152 = +4: no cost to Echo (-9).
+    closed = effect(lambda seed: 120.0 + 0.1 * seed)
+    assert closed.explains is True
+    assert (
+        "; with as many updates (400 epochs at batch 400, both methods) the gap at the same rate is +0.10 [-0.15, "
+        "+0.35] (n = 3), which decides"
+    ) in closed.evidence
+    # Echo at 130 + 0.2 seed: gaps 10 + 0.2 seed, no smaller than the standard 10 + 0.1 seed ("no"), but its
+    # Lagrangian rises 5 + 0.1 seed against the VAE's 4: the batch still costs Echo 1 + 0.1 seed, so undecided.
+    kept = effect(lambda seed: 130.0 + 0.2 * seed)
+    assert kept.explains is None and kept.partly is None
+    assert kept.evidence.endswith(
+        "but the batch still costs Echo more than the VAE with as many updates, so the gap left overstates what is "
+        "not the floor's"
+    )
