@@ -137,24 +137,52 @@ def other_indices(key: jax.Array, batch_size: int, *, replace: bool = False) -> 
 def _series_independent(key, fx, log_s_clipped, replace):
     idx = other_indices(key, fx.shape[0], replace=replace).T  # (K, B): term k of example i
     # Two exact forms of one series (they agree to float32 rounding). On XLA:CPU the sequential one is
-    # ~1.8x faster for a whole MLP training step at batch 400 (benchmarks/echo_noise.py); elsewhere the
+    # ~2.8x faster for a whole MLP training step at batch 400 (benchmarks/echo_noise.py); elsewhere the
     # log-depth one is kept, as the sequential form's speed there is not measured.
     return jax.lax.platform_dependent(idx, fx, log_s_clipped, cpu=_series_by_horner, default=_series_by_prefix)
 
 
+@jax.custom_vjp
 def _series_by_horner(idx, fx, log_s_clipped):
     """eps = f_0 + s_0 (f_1 + s_1 (f_2 + ...)), innermost term first: K steps over (B, D) slabs.
 
     Each step gathers its term from fx directly, so no (K, B, D) copy of the terms is made; the products
-    are never formed, so nothing underflows and no exp of a long prefix sum is needed.
+    are never formed, so nothing underflows and no exp of a long prefix sum is needed. The gradient is
+    written by hand (`_horner_backward`): autodiff turns each step's gather into a scatter into a fresh
+    zero slab, which made the series' forward + gradient ~3x slower at B=400 (benchmarks/echo_noise.py).
     """
+    return _horner_forward(idx, fx, log_s_clipped)[0]
+
+
+def _horner_forward(idx, fx, log_s_clipped):
     s = jnp.exp(log_s_clipped)
 
     def add_outer_term(acc, term_idx):
-        return fx[term_idx] + s[term_idx] * acc, None
+        return fx[term_idx] + s[term_idx] * acc, acc  # keeps acc_{k+1}, the series after term k
 
-    eps, _ = jax.lax.scan(add_outer_term, jnp.zeros_like(fx), idx, reverse=True)
-    return eps
+    eps, inner = jax.lax.scan(add_outer_term, jnp.zeros_like(fx), idx, reverse=True)
+    return eps, (idx, s, inner)
+
+
+def _horner_backward(residuals, g):
+    """With acc_k = f[t_k] + s[t_k] acc_{k+1} and eps = acc_0, the cotangent of acc_k is
+    lam_k = g prod_{m<k} s[t_m]: term k adds lam_k to f's gradient at t_k and lam_k acc_{k+1} to s's. Both
+    gradients ride in the carry of one forward scan, each step scattering its (B, D) slab into them."""
+    idx, s, inner = residuals
+
+    def add_term_gradient(carry, term):
+        lam, d_fx, d_s = carry
+        term_idx, acc = term
+        d_fx = d_fx.at[term_idx].add(lam)
+        d_s = d_s.at[term_idx].add(lam * acc)
+        return (lam * s[term_idx], d_fx, d_s), None
+
+    zeros = jnp.zeros_like(s)
+    (_, d_fx, d_s), _ = jax.lax.scan(add_term_gradient, (g, zeros, zeros), (idx, inner))
+    return None, d_fx, d_s * s  # s = exp(log_s_clipped)
+
+
+_series_by_horner.defvjp(_horner_forward, _horner_backward)
 
 
 def _series_by_prefix(idx, fx, log_s_clipped):
