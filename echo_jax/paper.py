@@ -41,7 +41,8 @@ def paper_campaign(
         the betas where Echo loses there, and the neighbours that both lowered curves need to reach Echo's
         batch-100 rate there (Echo's rate falls at batch 400, the VAE's does not);
     E5. E4 with as many updates as batch 100 takes (4 times the epochs): the batch costs Echo more than the VAE
-        (`echo_jax.reproduction.floor_batch_costs`); is that cost the 4 times fewer updates?
+        (`echo_jax.reproduction.floor_batch_costs`); is that cost the 4 times fewer updates? Its curves at betas
+        0.5 and 1 span Echo's batch-100 rate at beta 0.5, so the floor's test is read there with as many updates.
     E7, E8. the budget's test (as E2) on Omniglot (beta in {0.5, 1, 2}) and Fashion-MNIST ({1, 2, 0.5}): every
         beta where the verdict's gap excludes 0, and the VAE betas that Echo's rate there needs on the chord;
     C. Omniglot and Fashion-MNIST, echo and vae, beta in {1, 0.5, 2}, seeds 0-2;
