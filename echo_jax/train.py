@@ -662,6 +662,8 @@ class _PopulationRun:
                     program.config.batch_size,
                     jax.random.fold_in(self.eval_key, 1),
                     test_rate=test[m]["rate"],
+                    # A fit no longer than the training: a smoke-test run gets a cheap (looser, still valid) bound.
+                    fit_steps=min(diagnostics.FLOW_FIT_STEPS, program.total_steps),
                 ),
             }
             for name, evaluator in program.evaluators.items():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from echo_jax import defaults, pictures, train, trained
+from echo_jax import defaults, diagnostics, pictures, train, trained
 from echo_jax.trained import RunFileError, load_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,6 +136,10 @@ def test_the_per_dimension_rate_sums_to_the_models_rate(sweep_workdir, vae_workd
     vae = vae_workdir[1]["results"][0]
     mi = vae["diagnostics"]["mutual_information"]
     assert mi["kl_rate"] == vae["test"]["rate"] and mi["upper_bound"] <= mi["kl_rate"]
+    # The upper bound subtracts the better of the two KL bounds (the flow's at its lower confidence limit).
+    flow_limit = mi["flow_kl_lower_bound"] - 1.96 * mi["flow_kl_lower_bound_stderr"]
+    assert mi["upper_bound"] == pytest.approx(mi["kl_rate"] - max(mi["marginal_kl_lower_bound"], flow_limit))
+    assert 0 < mi["flow_fit_steps"] <= diagnostics.FLOW_FIT_STEPS
     assert set(vae["train"]) == {"rate", "distortion", "neg_elbo", "loss"}
 
 
