@@ -55,6 +55,8 @@ def test_every_config_runs_and_writes_results(path, tmp_path):
         assert test["rate"] >= config.model.latent_dim * -np.log(echo_clip(config.batch_size - 1)) - 1e-4
     else:
         assert "iwae_nll" in test
+        mi = row["diagnostics"]["mutual_information"]  # the flow bound runs for every encoder and marginal
+        assert np.isfinite(mi["flow_kl_lower_bound"]) and mi["flow_kl_lower_bound_stderr"] > 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {line["split"] for line in lines} == {"train", "test"}
     assert json.loads((tmp_path / "config.json").read_text())["model"]["encoder"] == config.model.encoder
