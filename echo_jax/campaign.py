@@ -810,3 +810,69 @@ def run_metrics(path: str, index: int) -> list[dict]:
 
 def _summary(test: dict) -> str:
     return ", ".join(f"{k} {test[k]:.2f}" for k in ("rate", "distortion", "neg_elbo", "iwae_nll") if k in test)
+
+
+def needs_new_diagnostics(row: dict) -> bool:
+    """Whether a finished run's results row lacks a diagnostic the code now records: the flow bound on
+    KL(q(z) || p(z)) of a Gaussian or IAF encoder (`echo_jax.diagnostics.flow_kl_lower_bound`)."""
+    if row.get("encoder") == "echo":
+        return False
+    return "flow_kl_lower_bound" not in row.get("diagnostics", {}).get("mutual_information", {})
+
+
+def recompute_diagnostics(
+    results_dir: str,
+    *,
+    everything: bool = False,
+    data_dir: str | None = None,
+    fit_steps: int | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Recomputes, with the code of now, the diagnostics of the finished runs under `results_dir` that kept their
+    parameters, where `needs_new_diagnostics` (every one with `everything`); returns how many were rewritten.
+
+    The model is read back from its parameters file and encoded again on its dataset's splits; only the row's
+    ``diagnostics`` change (with ``diagnostics.recomputed``: the commit that computed them), in one atomic write of
+    results.json. The test and training-split terms stay those of training. Runs that kept no parameters cannot be
+    recomputed (--retrain-outdated trains them again). `fit_steps`: the flow bound's fit (default: its own).
+    """
+    import jax
+
+    from echo_jax import diagnostics, train, trained
+
+    if not os.path.isdir(results_dir):
+        raise ConfigError(f"--results {results_dir}: no such folder; give a campaign's results folder")
+    done, _ = scan_results(results_dir)
+    rewritten = 0
+    for directory in sorted(done.values()):
+        if not os.path.isfile(os.path.join(directory, trained.SIDECAR_FILE)):
+            continue
+        path = os.path.join(directory, "results.json")
+        results = files.read_json(path, "restore it from git")
+        (row,) = results["results"]
+        if not (everything or needs_new_diagnostics(row)):
+            continue
+        model = trained.load_run(directory)
+        config = model.config.copy_and_resolve_references()
+        if data_dir:
+            config.data_dir = data_dir
+        train_set, test_set = train.load_datasets(config)
+        found = diagnostics.run_diagnostics(
+            model.model,
+            model.params,
+            train_set,
+            test_set,
+            config.batch_size,
+            jax.random.fold_in(jax.random.PRNGKey(config.seed), 1),
+            test_rate=row["test"]["rate"],
+            fit_steps=diagnostics.FLOW_FIT_STEPS if fit_steps is None else fit_steps,
+        )
+        found["recomputed"] = {"commit": identity.code_commit()}
+        bad = files.first_non_finite(found, "diagnostics")
+        if bad:
+            raise UserError(f"{directory}: the recomputed {bad} is not finite; results.json is left as it was")
+        row["diagnostics"] = found
+        files.write_atomic(path, files.dumps_strict(results, indent=2) + "\n")
+        rewritten += 1
+        log(f"{os.path.relpath(directory, results_dir)}: diagnostics recomputed")
+    return rewritten
