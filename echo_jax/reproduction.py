@@ -1009,9 +1009,9 @@ def _information_table(index, dataset: str) -> list[str]:
         "itself. Per VAE run with a recorded model: the KL rate; two lower bounds on KL(q(z) || p(z)), one from the "
         "aggregate posterior's moments (exact, tight only for a Gaussian q(z)) and one from a flow density fitted to "
         "training codes and scored on test codes (a Monte Carlo estimate, ± its standard error; not measured for "
-        "runs trained before it that kept no parameters file); the upper bound on I(X;Z) they give (KL rate minus the larger, the flow's at its "
-        "lower 95% limit); and a held-out estimate (test codes scored against the mixture of 10,000 training "
-        "encodings; biased high, far so when posteriors are narrow beside the spacing of the training codes: a value "
+        "runs trained before it that kept no parameters file); the upper bound on I(X;Z) they give (KL rate minus "
+        "the larger, the flow's at its lower 95% limit); and a held-out estimate (test codes scored against the "
+        "mixture of 10,000 training encodings; biased high, far so when posteriors are narrow beside the spacing of the training codes: a value "
         "above the KL rate, itself an upper bound, is that bias). Active units: dimensions whose encoder mean varies "
         "by more than 0.01 over the test set.",
         "",
