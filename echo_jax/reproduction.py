@@ -1005,15 +1005,15 @@ def _information_table(index, dataset: str) -> list[str]:
     if not rows:
         return []
     lines = [
-        "**The VAE's rate is a bound.** Its KL rate is I(X;Z) + KL(q(z) || p(z)) (ELBO surgery); Echo's rate is I(X;Z) "
-        "itself. Per VAE run with a recorded model: the KL rate; two lower bounds on KL(q(z) || p(z)), one from the "
-        "aggregate posterior's moments (exact, tight only for a Gaussian q(z)) and one from a flow density fitted to "
-        "training codes and scored on test codes (a Monte Carlo estimate, ± its standard error; not measured for "
-        "runs trained before it that kept no parameters file); the upper bound on I(X;Z) they give (KL rate minus "
-        "the larger, the flow's at its lower 95% limit); and a held-out estimate (test codes scored against the "
-        "mixture of 10,000 training encodings; biased high, far so when posteriors are narrow beside the spacing of the training codes: a value "
-        "above the KL rate, itself an upper bound, is that bias). Active units: dimensions whose encoder mean varies "
-        "by more than 0.01 over the test set.",
+        "**The VAE's rate is a bound.** Its KL rate is I(X;Z) + KL(q(z) || p(z)) (ELBO surgery); Echo's rate is "
+        "I(X;Z) itself. Per VAE run with a recorded model: the KL rate; two lower bounds on KL(q(z) || p(z)), one "
+        "from the aggregate posterior's moments (exact, tight only for a Gaussian q(z)) and one from a flow density "
+        "fitted to training codes and scored on test codes (a Monte Carlo estimate, ± its standard error; not "
+        "measured for runs trained before it that kept no parameters file); the upper bound on I(X;Z) they give (KL "
+        "rate minus the larger, the flow's at its lower 95% limit); and a held-out estimate (test codes scored "
+        "against the mixture of 10,000 training encodings; biased high, far so when posteriors are narrow beside the "
+        "spacing of the training codes: a value above the KL rate, itself an upper bound, is that bias). Active "
+        "units: dimensions whose encoder mean varies by more than 0.01 over the test set.",
         "",
         "| beta | seed | KL rate | I(X;Z) upper bound | I(X;Z) held-out | KL(q(z) \\|\\| p(z)) bound, moments "
         "| KL(q(z) \\|\\| p(z)) bound, flow | active units |",
