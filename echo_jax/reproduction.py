@@ -746,7 +746,8 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                     text = (
                         f"{effect.evidence}; with as many updates ({_floor_epochs(longer, dataset)} epochs "
                         f"at batch {FLOOR_BATCH}, both methods) the gap at the same rate is {left}"
-                        f"{_too_wide(gap, left)}, which decides"
+                        f"{_too_wide(gap, left)}"
+                        + (", which decides" if left.low is not None else ", which decides once it has an interval")
                     )
                     effect = _effect("floor", gap, left, text, _decides(gap, left))
                     if cost is not None and cost.sign > 0 and effect.word == "no":
