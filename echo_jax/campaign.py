@@ -254,10 +254,12 @@ RECORDED = ("train", "diagnostics")
 
 def is_outdated(directory: str) -> bool:
     """Whether the finished run (or program) in `directory` predates what this version records of every model: a
-    row of its results.json lacks one of `RECORDED`. ``run_campaign(retrain_outdated=True)`` trains it again."""
+    row of its results.json lacks one of `RECORDED`, or a diagnostic added since (`needs_new_diagnostics`; a run
+    that kept its parameters gets it from `recompute_diagnostics` instead). ``run_campaign(retrain_outdated=True)``
+    trains it again."""
     with open(os.path.join(directory, "results.json")) as f:
         rows = json.load(f)["results"]
-    return any(name not in row for row in rows for name in RECORDED)
+    return any(any(name not in row for name in RECORDED) or needs_new_diagnostics(row) for row in rows)
 
 
 def _override(config: ml_collections.ConfigDict, overrides, prefix: str = "") -> None:
@@ -815,7 +817,7 @@ def _summary(test: dict) -> str:
 def needs_new_diagnostics(row: dict) -> bool:
     """Whether a finished run's results row lacks a diagnostic the code now records: the flow bound on
     KL(q(z) || p(z)) of a Gaussian or IAF encoder (`echo_jax.diagnostics.flow_kl_lower_bound`)."""
-    if row.get("encoder") == "echo":
+    if row.get("encoder") not in ("gaussian", "iaf"):
         return False
     return "flow_kl_lower_bound" not in row.get("diagnostics", {}).get("mutual_information", {})
 

@@ -219,7 +219,8 @@ def test_diagnostics_a_run_lacks_are_recomputed_from_its_parameters_and_nothing_
         del trained_with[name]
     open(results_path, "w").write(json.dumps(before))
     results_dir = str(tmp_path / "results" / "tiny")
-    assert campaign.needs_new_diagnostics(before["results"][0])
+    assert campaign.needs_new_diagnostics(before["results"][0]) and campaign.is_outdated(directory)
+    assert not campaign.needs_new_diagnostics({"encoder": "echo", "diagnostics": {"active_units": 1}})
 
     lines = []
     assert campaign.recompute_diagnostics(results_dir, fit_steps=50, log=lines.append) == 1
@@ -237,6 +238,7 @@ def test_diagnostics_a_run_lacks_are_recomputed_from_its_parameters_and_nothing_
     assert after["run"] == before["run"] and list(finished(tmp_path).values()) == [directory]
     assert lines == [f"{os.path.relpath(directory, results_dir)}: diagnostics recomputed"]
     assert campaign.recompute_diagnostics(results_dir, log=lines.append) == 0  # nothing left to recompute
+    assert not campaign.is_outdated(directory)
 
 
 def test_recompute_diagnostics_of_a_missing_folder_is_a_one_line_error(tmp_path):
