@@ -163,6 +163,7 @@ def plan(
     groups: Iterable[str] | None = None,
     variants: Iterable[str] | None = None,
     betas: Iterable[float] | None = None,
+    datasets: Iterable[str] | None = None,
 ) -> list[Run]:
     """Every run the campaign asks for, in priority order (group, then beta, then variant, then seed).
 
@@ -172,6 +173,7 @@ def plan(
       groups: only these groups (default: all).
       variants: only these variants of them (default: all), to train first the runs that decide a question.
       betas: only these betas of them (default: all), likewise.
+      datasets: only the runs on these datasets (default: all), likewise.
     """
     validation.require_config_dict(campaign, "the campaign file")
     names = [g.name for g in campaign.groups]
@@ -217,7 +219,16 @@ def plan(
                         continue
                     keep = keeps_params(campaign, name, config)
                     runs[key] = Run(name, float(beta), int(seed), config, key, [g.name], keep)
-    return list(runs.values())
+    found = list(runs.values())
+    if datasets:
+        offered_datasets = sorted({r.config.dataset for r in found})
+        unknown = sorted(set(datasets) - set(offered_datasets))
+        if unknown:
+            raise ConfigError(
+                f"unknown dataset(s) {', '.join(unknown)}; the runs asked for are on {', '.join(offered_datasets)}"
+            )
+        found = [r for r in found if r.config.dataset in set(datasets)]
+    return found
 
 
 def keeps_params(campaign: ml_collections.ConfigDict, variant: str, config: ml_collections.ConfigDict) -> bool:
@@ -578,6 +589,7 @@ def run_campaign(
     groups: Iterable[str] | None = None,
     variants: Iterable[str] | None = None,
     betas: Iterable[float] | None = None,
+    datasets: Iterable[str] | None = None,
     max_minutes: float | None = None,
     layout: str = "auto",
     allow_dirty: bool = False,
@@ -596,6 +608,7 @@ def run_campaign(
       groups: only these groups (default: all).
       variants: only these variants of them (default: all).
       betas: only these betas of them (default: all).
+      datasets: only the runs on these datasets (default: all).
       max_minutes: time budget. Training stops (after a checkpoint) at 90% of it, leaving the rest for a
         final evaluation already under way and for writing files; no program starts in the last 10%.
       layout: how runs are packed into programs (see `programs`).
@@ -623,7 +636,7 @@ def run_campaign(
         raise ConfigError(f"--max-minutes {max_minutes}: give a time budget of more than 0 minutes")
     if only_what_fits and max_minutes is None:
         raise ConfigError("--only-what-fits needs a time budget to fit programs into: give --max-minutes too")
-    runs = plan(campaign, root, groups, variants, betas)
+    runs = plan(campaign, root, groups, variants, betas, datasets)
     files.settle_replaced(results_dir, recursive=True)  # a run folder a killed `write_run` left aside
     done, rejected = scan_results(results_dir)
 

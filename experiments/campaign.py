@@ -10,7 +10,7 @@ Finished runs land in results/<campaign>/ (config.json, metrics.jsonl, results.j
 them); checkpoints of half-done programs stay in --workdir and are resumed by the next call. Then
 `python -m experiments.report --campaign ...` writes docs/reproduction.md from what is finished.
 The runner refuses a work tree with uncommitted changes unless --allow-dirty (each run then keeps the
-diff beside its results). --group, --variant and --beta pick the runs that decide a question first.
+diff beside its results). --group, --variant, --beta and --dataset pick the runs that decide a question first.
 --retrain-outdated also trains again the finished runs whose results predate
 the training split's terms and the diagnostics (their new folders replace the old). --only-what-fits
 (with --max-minutes) starts no program that finished runs like it say will not end in the time left, for
@@ -33,6 +33,9 @@ _VARIANTS = flags.DEFINE_multi_string(
     "variant", None, "Only this variant of the groups (repeatable), e.g. vae_batch400; default: all."
 )
 _BETAS = flags.DEFINE_multi_float("beta", None, "Only this beta of the groups (repeatable), e.g. 4; default: all.")
+_DATASETS = flags.DEFINE_multi_string(
+    "dataset", None, "Only the runs on this dataset (repeatable), e.g. omniglot; default: all."
+)
 _MAX_MINUTES = flags.DEFINE_float(
     "max-minutes",
     None,
@@ -82,7 +85,7 @@ def main(argv):
         print(f"{renamed} folder(s) renamed")
         return
     if _STATUS.value:
-        runs = campaign_lib.plan(campaign, root, _GROUPS.value, _VARIANTS.value, _BETAS.value)
+        runs = campaign_lib.plan(campaign, root, _GROUPS.value, _VARIANTS.value, _BETAS.value, _DATASETS.value)
         done, rejected = campaign_lib.scan_results(results_dir)
         print(f"campaign {campaign.name}: {campaign_lib.count_sentence(runs, done, rejected)}")
         for line in campaign_lib.status_lines(campaign, runs, done, rejected):
@@ -96,6 +99,7 @@ def main(argv):
         groups=_GROUPS.value,
         variants=_VARIANTS.value,
         betas=_BETAS.value,
+        datasets=_DATASETS.value,
         max_minutes=_MAX_MINUTES.value,
         layout=_LAYOUT.value,
         allow_dirty=_ALLOW_DIRTY.value,

@@ -110,6 +110,18 @@ def test_plan_orders_by_priority_and_trains_a_shared_run_once(tmp_path):
     assert [r.key for r in vae_1] == [r.key for r in runs if r.variant == "vae" and r.beta == 1]
     with pytest.raises(ValueError, match=r"unknown beta\(s\) 0.5, 2; the group\(s\) B have 1$"):
         campaign.plan(load(path), campaign.config_root(path), groups=["B"], betas=[2, 0.5])
+    with pytest.raises(ValueError, match=r"unknown dataset\(s\) omniglot; the runs asked for are on mnist_sample$"):
+        campaign.plan(load(path), campaign.config_root(path), datasets=["omniglot"])
+
+
+def test_plan_picks_the_runs_on_one_dataset_of_a_group_on_two():
+    path = os.path.join(REPO, "configs", "campaigns", "paper_mlp.py")
+    both = campaign.plan(load(path), campaign.config_root(path), groups=["C"], variants=["vae"], betas=[2])
+    omniglot = campaign.plan(
+        load(path), campaign.config_root(path), groups=["C"], variants=["vae"], betas=[2], datasets=["omniglot"]
+    )
+    assert {r.config.dataset for r in both} == {"omniglot", "fashion_mnist"} and len(both) == 6
+    assert [r.key for r in omniglot] == [r.key for r in both if r.config.dataset == "omniglot"]
 
 
 def test_programs_pack_betas_and_seeds(tmp_path):
