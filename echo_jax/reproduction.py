@@ -747,7 +747,13 @@ def attribution(index, dataset: str, longer: dict | None = None) -> dict[float, 
                         f"{effect.evidence}; with as many updates ({_floor_epochs(longer, dataset)} epochs "
                         f"at batch {FLOOR_BATCH}, both methods) the gap at the same rate is {left}"
                         f"{_too_wide(gap, left)}"
-                        + (", which decides" if left.low is not None else ", which decides once it has an interval")
+                        + (
+                            ", which decides once it has an interval"
+                            if left.low is None
+                            else ", which decides"
+                            if _decides(gap, left) is not None
+                            else ""
+                        )
                     )
                     effect = _effect("floor", gap, left, text, _decides(gap, left))
                     if cost is not None and cost.sign > 0 and effect.word == "no":
