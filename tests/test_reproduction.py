@@ -273,6 +273,24 @@ def test_lagrangian_gaps_by_hand():
     assert gaps[0.5].mean == pytest.approx(1.4)
 
 
+def test_lagrangian_gaps_against_the_vae_at_its_information_bound_by_hand():
+    results = curves({2.0: -2.0, 0.5: -1.0})
+    for r in results:
+        if r.variant == "vae" and (r.beta, r.seed) != (2.0, 2):  # seed 2 at beta 2 recorded no bound
+            mi = r.test["rate"] - 5
+            info = {"kl_rate": r.test["rate"], "upper_bound": mi, "heldout": mi, "marginal_kl_lower_bound": 5.0}
+            r.diagnostics = {"mutual_information": info, "active_units": 3}
+    gaps = reproduction.lagrangian_gaps(reproduction._index(results), "binary_mnist", "upper_bound")
+    # beta 2, seed s: Echo (95 + n - 2 + 0.1 s) + 2 * 15 against VAE (100 + n) + 2 * (10 - 5): +13 + 0.1 s, s = 0, 1
+    assert gaps[2.0].mean == pytest.approx(13.05) and gaps[2.0].n == 2
+    # beta 0.5: Echo (85 + n - 1 - 0.1 s) + 0.5 * 25 against VAE (80 + n) + 0.5 * (30 - 5): +4 - 0.1 s
+    assert gaps[0.5].mean == pytest.approx(3.9) and gaps[0.5].n == 3
+    text = reproduction.explanations(reproduction._index(results), "binary_mnist")
+    assert "rate (against the VAE at its I(X;Z) upper bound) is higher at beta 0.5, 2." in text
+    table = "\n".join(reproduction._why_table(reproduction._index(results), "binary_mnist"))
+    assert "| 2 | +3.10 [" in table and "(n = 3) | +13.05 [" in table
+
+
 def test_explanations_state_the_lagrangian_sides_that_occur():
     # By hand as above: Echo - VAE is +3 + 0.1 s at beta 2 and +1.5 - 0.1 s at beta 0.5, both above 0.
     results = curves({2.0: -2.0, 0.5: -1.0})
