@@ -125,6 +125,16 @@ def test_flow_verdict_waits_for_every_flow_method():
     assert reproduction.flow_verdict(reproduction._index(results), results).status == "supported"
 
 
+def test_flow_verdict_is_decided_by_one_flow_method_below_echo():
+    # vae_maf 3 nats below Echo on every seed: Echo cannot be below every flow method, whatever the rest do.
+    results = [result("echo", 1.0, s, 25.0, 70.0 + s) for s in range(3)]
+    results += [result("vae_maf", 1.0, s, 25.0, 67.0 + s * 1.1) for s in range(3)]
+    verdict = reproduction.flow_verdict(reproduction._index(results), results)
+    assert verdict.status == "not supported"
+    assert verdict.evidence.startswith("Echo is worse than vae_maf (iaf_prior, ")
+    assert "vae_maf: +2.90 [" in verdict.evidence
+
+
 def test_disentanglement_verdicts():
     results = []
     for s in range(3):
