@@ -254,9 +254,12 @@ def lagrangian(r: Result) -> float:
     return r.test["distortion"] + r.beta * r.test["rate"]
 
 
-def paired_by_seed(a: dict[int, Result], b: dict[int, Result], metric) -> tuple[list[float], list[float]]:
+def paired_by_seed(
+    a: dict[int, Result], b: dict[int, Result], metric, metric_b=None
+) -> tuple[list[float], list[float]]:
+    """`metric` of the seeds `a` and `b` share (`metric_b` on `b`'s side, where given)."""
     seeds = sorted(set(a) & set(b))
-    return [metric(a[s]) for s in seeds], [metric(b[s]) for s in seeds]
+    return [metric(a[s]) for s in seeds], [(metric_b or metric)(b[s]) for s in seeds]
 
 
 def rate_distortion_gaps(
@@ -927,10 +930,8 @@ def lagrangian_gaps(index, dataset: str, estimate: str | None = None) -> dict[fl
         vae = index[(d, "vae", beta)]
         if estimate is not None:
             vae = {s: r for s, r in vae.items() if usable_mi(r.diagnostics, estimate) is not None}
-        seeds = sorted(set(echo) & set(vae))
-        if seeds:
-            a = [lagrangian(echo[s]) for s in seeds]
-            b = [(lagrangian if estimate is None else vae_lagrangian)(vae[s]) for s in seeds]
+        a, b = paired_by_seed(echo, vae, lagrangian, vae_lagrangian if estimate else None)
+        if a:
             out[beta] = paired_interval(a, b)
     return dict(sorted(out.items()))
 
